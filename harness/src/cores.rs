@@ -1,0 +1,81 @@
+//! CPU lists as users write them (`0,2-4`), checked against what this process may use.
+
+use anyhow::{bail, Context};
+
+/// Parses a CPU list like `0`, `0,2`, `1-3` or `0-1,4`. Duplicates are an error: a core
+/// given twice would run two shards (or client threads) on one CPU and skew the numbers.
+pub fn parse_core_list(s: &str) -> anyhow::Result<Vec<usize>> {
+    let mut cores = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (parse_one(a, s)?, parse_one(b, s)?),
+            None => {
+                let c = parse_one(part, s)?;
+                (c, c)
+            }
+        };
+        if lo > hi {
+            bail!("core range '{part}' in '{s}' runs backwards; write it as {hi}-{lo}");
+        }
+        for c in lo..=hi {
+            if cores.contains(&c) {
+                bail!("core {c} appears twice in '{s}'; list each core once");
+            }
+            cores.push(c);
+        }
+    }
+    if cores.is_empty() {
+        bail!("empty core list '{s}'; give cores like 0 or 0,2-3");
+    }
+    Ok(cores)
+}
+
+fn parse_one(n: &str, whole: &str) -> anyhow::Result<usize> {
+    n.trim().parse().with_context(|| {
+        format!("'{n}' in core list '{whole}' is not a core number; give cores like 0 or 0,2-3")
+    })
+}
+
+/// Formats a core list compactly (`0-3,6`).
+pub fn format_core_list(cores: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cores.len() {
+        let mut j = i;
+        while j + 1 < cores.len() && cores[j + 1] == cores[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cores[i].to_string()
+        } else {
+            format!("{}-{}", cores[i], cores[j])
+        });
+        i = j + 1;
+    }
+    out.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_lists_and_ranges() {
+        assert_eq!(parse_core_list("0").unwrap(), vec![0]);
+        assert_eq!(parse_core_list("0-1,4").unwrap(), vec![0, 1, 4]);
+        assert_eq!(format_core_list(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+    }
+
+    #[test]
+    fn rejects_bad_lists_with_the_fix() {
+        for (bad, want) in [
+            ("1,1", "appears twice"),
+            ("3-1", "runs backwards"),
+            ("x", "not a core number"),
+            ("", "empty core list"),
+        ] {
+            let e = parse_core_list(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! ringside's harness: the backend registry, `harness serve` (a backend in its own
+//! process), `harness list`, and the tooling that measures backends.
+#![deny(rust_2018_idioms)]
+
+pub mod cli;
+pub mod cores;
+pub mod registry;
+pub mod rlimit;
+pub mod serve;
+
+use clap::Parser;
+
+/// Parses the process arguments and runs the chosen command.
+pub fn run() -> anyhow::Result<()> {
+    cli::Cli::parse().run()
+}

@@ -1,0 +1,41 @@
+//! The registry: the one place that names every backend the harness offers.
+//!
+//! Adding a backend is one line in [`all`] (and one dependency line in Cargo.toml).
+
+use std::io::Write;
+use std::sync::Arc;
+
+use anyhow::bail;
+use backend_api::Backend;
+
+/// Every registered backend, in the order `harness list` and plots show them.
+pub fn all() -> Vec<Arc<dyn Backend>> {
+    vec![]
+}
+
+/// Finds a backend by name, or says which names exist.
+pub fn find(name: &str) -> anyhow::Result<Arc<dyn Backend>> {
+    let all = all();
+    if let Some(b) = all.iter().find(|b| b.name() == name) {
+        return Ok(Arc::clone(b));
+    }
+    let names: Vec<&str> = all.iter().map(|b| b.name()).collect();
+    bail!(
+        "unknown backend '{name}'; known backends: {}",
+        names.join(", ")
+    )
+}
+
+/// `harness list`: one line per backend: name, availability, description.
+pub fn print_list(out: &mut impl Write) -> anyhow::Result<()> {
+    let all = all();
+    let width = all.iter().map(|b| b.name().len()).max().unwrap_or(0);
+    for b in &all {
+        let status = match b.probe() {
+            Ok(()) => "available".to_string(),
+            Err(u) => format!("unsupported: {u}"),
+        };
+        writeln!(out, "{:width$}  {status}  {}", b.name(), b.describe())?;
+    }
+    Ok(())
+}
