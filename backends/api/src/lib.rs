@@ -33,6 +33,7 @@ mod backend;
 pub mod buffer;
 mod limits;
 pub mod listener;
+pub mod rlimit;
 pub mod runner;
 pub mod session;
 mod stop;

@@ -1,1 +1,79 @@
-//! placeholder
+//! The conformance suite every ringside backend must pass.
+//!
+//! A backend crate runs the whole suite with one line in `tests/conformance.rs`:
+//!
+//! ```ignore
+//! backend_conformance::suite!(backend_epoll::EpollEt);
+//! ```
+//!
+//! The macro generates one `#[test]` per case (module `conformance`), so no case can be
+//! forgotten. Each case drives a real server started through the same runner the harness
+//! uses. Cases that measure the server process itself (memory, descriptors, CPU) run the
+//! server in a child process: the test binary re-executes itself into the hidden
+//! `child_server_entry` test, which serves until its standard input closes.
+//!
+//! A backend whose `probe` fails makes every case print why and return.
+#![deny(missing_docs, rust_2018_idioms)]
+
+pub mod cases;
+pub mod child;
+pub mod util;
+
+#[doc(hidden)]
+pub use backend_api as __api;
+
+/// Generates the conformance suite for a backend value (an expression of a type that
+/// implements `backend_api::Backend + 'static`).
+#[macro_export]
+macro_rules! suite {
+    ($backend:expr) => {
+        #[allow(non_snake_case)]
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn backend() -> ::std::sync::Arc<dyn $crate::__api::Backend> {
+                ::std::sync::Arc::new($backend)
+            }
+
+            fn child() -> $crate::child::ChildSpec {
+                $crate::child::ChildSpec::new(module_path!())
+            }
+
+            $crate::__cases!(
+                echo_integrity_1b_to_4mib,
+                thousand_concurrent_connections,
+                http_64_pipelined_in_one_write,
+                http_one_byte_at_a_time,
+                http_connection_close_and_http10,
+                http_malformed_400_and_oversized_431,
+                client_reset_mid_response_harms_no_one,
+                slow_reader_backpressure_bounds_memory,
+                half_close_gets_full_echo_then_eof,
+                two_shards_both_accept,
+                stop_is_prompt_and_leaks_no_fd,
+                emfile_does_not_spin_and_recovers,
+            );
+
+            /// Not a case: the entry point of the child server that the process-level
+            /// cases start. Does nothing unless the parent test set it up.
+            #[test]
+            fn child_server_entry() {
+                $crate::child::child_main(backend());
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __cases {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                $crate::cases::$case(backend(), &child());
+            }
+        )*
+    };
+}

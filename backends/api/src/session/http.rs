@@ -7,13 +7,19 @@ pub const MAX_HEAD: usize = 8 * 1024;
 /// Most headers one request may carry; more is answered with 431.
 const MAX_HEADERS: usize = 64;
 
-const OK_KEEP_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringside\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
-const OK_KEEP_ALIVE_10: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringside\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nHello, World!";
-const OK_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringside\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, World!";
-const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: ringside\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nServer: ringside\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// 200 on a kept-alive HTTP/1.1 connection.
+pub const OK_KEEP_ALIVE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringside\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+/// 200 on an HTTP/1.0 connection that asked for keep-alive.
+pub const OK_KEEP_ALIVE_10: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringside\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: keep-alive\r\n\r\nHello, World!";
+/// 200, then the connection closes.
+pub const OK_CLOSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringside\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, World!";
+/// Malformed request.
+pub const BAD_REQUEST: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: ringside\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// Request head over [`MAX_HEAD`] or too many headers.
+pub const TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\nServer: ringside\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+/// Any method but GET.
 // The connection closes after 405: the refused request may carry a body we do not frame.
-const NOT_ALLOWED: &[u8] = b"HTTP/1.1 405 Method Not Allowed\r\nServer: ringside\r\nAllow: GET\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+pub const NOT_ALLOWED: &[u8] = b"HTTP/1.1 405 Method Not Allowed\r\nServer: ringside\r\nAllow: GET\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// One HTTP connection: answers pipelined GETs in order, keeps any incomplete request.
 #[derive(Debug, Default)]

@@ -5,7 +5,7 @@
 //! parse anything.
 
 mod echo;
-mod http;
+pub mod http;
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,0 +1,196 @@
+//! Client-side helpers the cases share: deterministic data, timed-out sockets, servers
+//! that stop when dropped.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend_api::runner::{self, RunningServer, ServerConfig};
+use backend_api::{Backend, RunReport, Service};
+
+/// How long any single client read or write may block before the case fails: long
+/// enough for a loaded CI machine, short enough that a backend that lost data fails
+/// instead of hanging the suite.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Prints why the backend is skipped and returns true when its probe fails.
+pub fn unsupported(backend: &dyn Backend) -> bool {
+    match backend.probe() {
+        Ok(()) => false,
+        Err(u) => {
+            eprintln!(
+                "SKIPPED: backend {} is unsupported here: {u}",
+                backend.name()
+            );
+            true
+        }
+    }
+}
+
+/// A server started in-process that is stopped (and checked) when the case ends.
+pub struct Server {
+    inner: Option<RunningServer>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `backend` with `service` on `shards` shards.
+    pub fn start(backend: Arc<dyn Backend>, service: Service, shards: usize) -> Server {
+        Self::start_with(backend, ServerConfig::new(service, cores(shards)))
+    }
+
+    /// Starts with an explicit config.
+    pub fn start_with(backend: Arc<dyn Backend>, config: ServerConfig) -> Server {
+        raise_nofile();
+        let name = backend.name();
+        let inner =
+            runner::start(backend, config).unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Server {
+            addr: inner.local_addr(),
+            inner: Some(inner),
+        }
+    }
+
+    /// Stops the server; panics if any shard failed or panicked.
+    pub fn stop(mut self) -> RunReport {
+        let inner = self.inner.take().expect("server stopped twice");
+        inner
+            .stop()
+            .unwrap_or_else(|e| panic!("server did not stop cleanly: {e}"))
+    }
+
+    /// A connected client with timeouts and TCP_NODELAY.
+    pub fn connect(&self) -> TcpStream {
+        connect(self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.inner.take() {
+            let _ = s.stop();
+        }
+    }
+}
+
+/// `n` cores to run shards on: distinct usable cores where there are enough, else the
+/// first core repeated (oversubscribed but still `n` shards).
+pub fn cores(n: usize) -> Vec<usize> {
+    let usable = runner::usable_cores();
+    if usable.len() >= n {
+        usable[..n].to_vec()
+    } else {
+        vec![usable[0]; n]
+    }
+}
+
+/// Connects with timeouts set.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Deterministic pseudo-random bytes (xorshift), different for every seed, so a reordered,
+/// duplicated or dropped chunk never compares equal.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// A small deterministic generator for chunk sizes.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded generator.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+    /// A number in `1..=max`.
+    pub fn upto(&mut self, max: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        1 + (self.0 % max as u64) as usize
+    }
+}
+
+/// Reads until EOF, failing on timeout. Returns everything read.
+pub fn read_to_eof(s: &mut TcpStream) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    s.read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// Reads exactly `n` bytes or fails saying how many arrived.
+pub fn read_exact_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match s.read(&mut v[got..]) {
+            Ok(0) => panic!("connection closed after {got} of {n} expected bytes"),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read failed after {got} of {n} expected bytes: {e}"),
+        }
+    }
+    v
+}
+
+/// Sends `payload` in random-sized chunks from another thread while this thread reads
+/// the echo; then half-closes and expects EOF right after the echo. Panics on any
+/// difference, naming the first differing offset.
+pub fn echo_roundtrip(stream: TcpStream, payload: Arc<Vec<u8>>, seed: u64) {
+    let mut writer = stream.try_clone().unwrap();
+    let to_send = Arc::clone(&payload);
+    let w = std::thread::spawn(move || {
+        let mut rng = Rng::new(seed);
+        let mut off = 0;
+        while off < to_send.len() {
+            let n = rng.upto(64 * 1024).min(to_send.len() - off);
+            writer.write_all(&to_send[off..off + n])?;
+            off += n;
+        }
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut reader = stream;
+    let got = read_to_eof(&mut reader)
+        .unwrap_or_else(|e| panic!("reading the echo of {} bytes: {e}", payload.len()));
+    w.join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("writing {} bytes: {e}", payload.len()));
+    assert_same(&got, &payload);
+}
+
+/// Asserts two byte strings are equal, reporting length and first difference, not dumps.
+pub fn assert_same(got: &[u8], want: &[u8]) {
+    if got != want {
+        let first = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        panic!(
+            "echo differs: got {} bytes, want {}; first difference at offset {first}",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+/// Raises RLIMIT_NOFILE as far as allowed (client and server share this process).
+pub fn raise_nofile() {
+    let _ = backend_api::rlimit::raise_nofile();
+}
