@@ -18,6 +18,8 @@ use backend_api::{Backend, RunReport, Service};
 const ENV_CHILD: &str = "RINGSIDE_CONFORMANCE_CHILD";
 const ENV_SERVICE: &str = "RINGSIDE_CHILD_SERVICE";
 const ENV_NOFILE: &str = "RINGSIDE_CHILD_NOFILE";
+const READY: &str = "RINGSIDE-READY ";
+const STOPPED: &str = "RINGSIDE-STOPPED ";
 
 /// Where the child entry test lives in the current test binary.
 #[derive(Debug, Clone)]
@@ -66,7 +68,8 @@ impl ChildSpec {
                 let _ = child.kill();
                 panic!("child server exited before printing RINGSIDE-READY (see its stderr above)");
             }
-            if let Some(rest) = line.trim().strip_prefix("RINGSIDE-READY ") {
+            // libtest prints "test name ... " without a newline first: find the marker.
+            if let Some(rest) = line.find(READY).map(|i| line[i + READY.len()..].trim()) {
                 break rest.parse::<SocketAddr>().expect("child READY address");
             }
         };
@@ -138,7 +141,7 @@ impl ChildServer {
         let status = self.child.wait().expect("waiting for the child server");
         let line = out
             .lines()
-            .find_map(|l| l.strip_prefix("RINGSIDE-STOPPED "))
+            .find_map(|l| l.find(STOPPED).map(|i| &l[i + STOPPED.len()..]))
             .unwrap_or_else(|| {
                 panic!("child server did not report a clean stop ({status}); its output:\n{out}")
             });
@@ -223,7 +226,7 @@ pub fn child_main(backend: Arc<dyn Backend>) {
     let fds_before = count_own_fds();
     let server = runner::start(backend, ServerConfig::new(service, crate::util::cores(1)))
         .expect("child: starting server");
-    println!("RINGSIDE-READY {}", server.local_addr());
+    println!("\n{READY}{}", server.local_addr());
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     let t0 = Instant::now();
@@ -233,7 +236,7 @@ pub fn child_main(backend: Arc<dyn Backend>) {
     let stop_ms = t0.elapsed().as_millis() as u64;
     let fds_after = count_own_fds();
     println!(
-        "RINGSIDE-STOPPED {stop_ms} {fds_before} {fds_after} {}",
+        "\n{STOPPED}{stop_ms} {fds_before} {fds_after} {}",
         serde_json::to_string(&report).expect("report json")
     );
 }
