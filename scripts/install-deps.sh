@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what ringside uses beyond the Rust toolchain, from Debian's packages:
+#   apache2-utils (ab) and wrk   external load generators used to validate `harness load`
+#   nginx-light                  an external server to compare backends against
+#   linux-perf                   `perf stat -e raw_syscalls:sys_enter` for syscall counts
+# Usage: scripts/install-deps.sh [--ci]   (--ci: skip what tests do not need)
+set -euo pipefail
+pkgs=(apache2-utils wrk nginx-light linux-perf)
+if [[ "${1:-}" == "--ci" ]]; then
+  pkgs=()
+fi
+command -v rustfmt >/dev/null || rustup component add rustfmt
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+if ((${#pkgs[@]})); then
+  missing=()
+  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  if ((${#missing[@]})); then
+    sudo_cmd=""
+    [[ $(id -u) -eq 0 ]] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
+  fi
+fi
