@@ -10,7 +10,14 @@ use backend_api::Backend;
 
 /// Every registered backend, in the order `harness list` and plots show them.
 pub fn all() -> Vec<Arc<dyn Backend>> {
-    vec![]
+    vec![
+        Arc::new(backend_epoll::EpollEt),
+        Arc::new(backend_epoll::EpollLt),
+        Arc::new(backend_tokio::Tokio),
+        Arc::new(backend_tokio::TokioTpc),
+        Arc::new(backend_poll::Poll),
+        Arc::new(backend_blocking::Blocking),
+    ]
 }
 
 /// Finds a backend by name, or says which names exist.

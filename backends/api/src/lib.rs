@@ -6,6 +6,9 @@
 //! logic ([`session`]), the stop signal ([`StopSignal`]) and the thread-per-core
 //! layout with pinning ([`runner`]).
 #![deny(missing_docs, rust_2018_idioms)]
+// `syscall!` follows mio: the macro owns the `unsafe` and each call site states why its
+// arguments are valid. Clippy flags metavariables expanded inside that block.
+#![allow(clippy::macro_metavars_in_unsafe)]
 
 /// Runs a libc call and turns `-1` into [`std::io::Error::last_os_error`].
 ///

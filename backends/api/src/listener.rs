@@ -108,11 +108,24 @@ pub fn is_accept_exhaustion(err: &io::Error) -> bool {
 }
 
 /// True for accept errors that concern only the one connection being accepted (it was
-/// reset or aborted while queued): skip it and go on.
+/// reset or aborted while queued, or its network went away; `man 2 accept` asks servers
+/// to treat these like EAGAIN): skip it and go on.
 pub fn is_accept_transient(err: &io::Error) -> bool {
     matches!(
         err.raw_os_error(),
-        Some(libc::ECONNABORTED | libc::EPROTO | libc::EPERM | libc::EINTR)
+        Some(
+            libc::ECONNABORTED
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::EINTR
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
     )
 }
 

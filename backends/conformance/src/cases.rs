@@ -18,7 +18,7 @@ use crate::util::{
 
 type B = Arc<dyn Backend>;
 
-/// 1. Echo integrity for sizes 1 B … 4 MiB, written in random chunks, checked byte for byte.
+/// Case 1: Echo integrity for sizes 1 B … 4 MiB, written in random chunks, checked byte for byte.
 pub fn echo_integrity_1b_to_4mib(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
         return;
@@ -59,7 +59,7 @@ pub fn echo_integrity_1b_to_4mib(backend: B, _: &ChildSpec) {
     );
 }
 
-/// 2. 1000 concurrent connections, each verified.
+/// Case 2: 1000 concurrent connections, each verified.
 pub fn thousand_concurrent_connections(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
         return;
@@ -88,7 +88,7 @@ pub fn thousand_concurrent_connections(backend: B, _: &ChildSpec) {
 const GET: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: ringside\r\n\r\n";
 const GET_CLOSE: &[u8] = b"GET /plaintext HTTP/1.1\r\nHost: ringside\r\nConnection: close\r\n\r\n";
 
-/// 3. 64 HTTP requests pipelined in one write → 64 responses in order.
+/// Case 3: 64 HTTP requests pipelined in one write → 64 responses in order.
 pub fn http_64_pipelined_in_one_write(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
         return;
@@ -114,7 +114,7 @@ pub fn http_64_pipelined_in_one_write(backend: B, _: &ChildSpec) {
     server.stop();
 }
 
-/// 4. An HTTP request delivered one byte at a time.
+/// Case 4: An HTTP request delivered one byte at a time.
 pub fn http_one_byte_at_a_time(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
         return;
@@ -131,7 +131,7 @@ pub fn http_one_byte_at_a_time(backend: B, _: &ChildSpec) {
     server.stop();
 }
 
-/// 5. `Connection: close` and HTTP/1.0 → response then EOF; HTTP/1.0 keep-alive stays open.
+/// Case 5: `Connection: close` and HTTP/1.0 → response then EOF; HTTP/1.0 keep-alive stays open.
 pub fn http_connection_close_and_http10(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
         return;
@@ -168,7 +168,7 @@ fn expect_response_then_close(c: &mut TcpStream, want: &[u8]) {
     }
 }
 
-/// 6. Malformed request → 400 then close; 16 KiB head → 431 then close.
+/// Case 6: Malformed request → 400 then close; 16 KiB head → 431 then close.
 pub fn http_malformed_400_and_oversized_431(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
         return;
@@ -187,7 +187,7 @@ pub fn http_malformed_400_and_oversized_431(backend: B, _: &ChildSpec) {
     server.stop();
 }
 
-/// 7. A client reset in the middle of a response leaves other connections unharmed.
+/// Case 7: A client reset in the middle of a response leaves other connections unharmed.
 pub fn client_reset_mid_response_harms_no_one(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
         return;
@@ -283,7 +283,7 @@ fn write_until_stalled(
     (sent, false)
 }
 
-/// 8. Slow reader: a client writes up to 256 MiB of echo traffic without reading; the
+/// Case 8: Slow reader: a client writes up to 256 MiB of echo traffic without reading; the
 /// server's RSS growth stays under 64 MiB; then it reads everything and verifies it.
 pub fn slow_reader_backpressure_bounds_memory(backend: B, child: &ChildSpec) {
     if util::unsupported(&*backend) {
@@ -342,7 +342,7 @@ pub fn slow_reader_backpressure_bounds_memory(backend: B, child: &ChildSpec) {
     assert_eq!(out.report.total.bytes_in, TOTAL as u64);
 }
 
-/// 9. Half-close: the client sends, shuts down its write side, receives the full echo
+/// Case 9: Half-close: the client sends, shuts down its write side, receives the full echo
 /// then EOF.
 pub fn half_close_gets_full_echo_then_eof(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
@@ -366,7 +366,7 @@ pub fn half_close_gets_full_echo_then_eof(backend: B, _: &ChildSpec) {
     server.stop();
 }
 
-/// 10. Two shards both accept connections.
+/// Case 10: Two shards both accept connections.
 pub fn two_shards_both_accept(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
         return;
@@ -390,7 +390,7 @@ pub fn two_shards_both_accept(backend: B, _: &ChildSpec) {
     }
 }
 
-/// 11. Stop: all shards exit within 1 s and the process holds no more descriptors than
+/// Case 11: Stop: all shards exit within 1 s and the process holds no more descriptors than
 /// before the server started, even with connections open and mid-request.
 pub fn stop_is_prompt_and_leaks_no_fd(backend: B, child: &ChildSpec) {
     if util::unsupported(&*backend) {
@@ -428,7 +428,7 @@ pub fn stop_is_prompt_and_leaks_no_fd(backend: B, child: &ChildSpec) {
     drop(open);
 }
 
-/// 12. EMFILE: a server with a low RLIMIT_NOFILE under a connection flood keeps serving
+/// Case 12: EMFILE: a server with a low RLIMIT_NOFILE under a connection flood keeps serving
 /// its open connections, accepts again once descriptors are freed, and uses under 20% of
 /// a core while at the limit.
 pub fn emfile_does_not_spin_and_recovers(backend: B, child: &ChildSpec) {

@@ -1,0 +1,446 @@
+//! One shard's event loop, generic over the [`Trigger`] mode: accepting, reading into the
+//! shard's read buffer, handing input to sessions, writing output, backpressure, accept
+//! pauses and the stop signal.
+//!
+//! # Buffers
+//!
+//! Input is read into one per-shard buffer (`limits.read_buffer` bytes) and handed to the
+//! session at once, so connections own no input buffer. A session's output goes into one
+//! per-shard scratch vector and is written straight from there; only what the socket does
+//! not take is copied into the connection's [`backend_api::OutBuf`], which gives its heap
+//! back once drained. So the common request/response path allocates nothing, and an idle
+//! connection holds only its [`Conn`] slot.
+//!
+//! # Backpressure
+//!
+//! When pending output reaches `limits.max_pending_output` the connection stops being
+//! read, and resumes once output fell to half the limit (hysteresis, so a connection at
+//! the limit does not flip its interest on every event). Level-triggered drops `EPOLLIN`
+//! meanwhile, or the readable socket would be reported on every wait; edge-triggered keeps
+//! it, remembers that input is waiting (`read_ready`), and reads again itself on resume,
+//! because no new edge comes for bytes already queued.
+//!
+//! # Closing
+//!
+//! After the peer's EOF, the connection closes once its output drained. After the
+//! session's `Flow::Close`, too, but only if one more read finds no input: closing with
+//! unread input makes the kernel send a reset instead of a FIN, and a reset can destroy
+//! the final response before the peer reads it. If the peer did send more, the
+//! connection sends its FIN (`shutdown(SHUT_WR)`, so the peer sees the response and
+//! EOF) and lingers, discarding input, until the peer closes. (Like nginx's
+//! `lingering_close auto`, without its timers: a lingering connection costs what an idle
+//! one does.)
+//!
+//! # Accept pauses
+//!
+//! `EMFILE`/`ENFILE` (and the other exhaustion errors), `max_connections`, or `epoll_ctl`
+//! running out of watches pause accepting for [`ACCEPT_PAUSE`]: the listener's interest is
+//! set to nothing (a level-triggered listener that stays readable would otherwise spin),
+//! `epoll_wait` gets a timeout, and open connections are served as usual. On resume the
+//! interest is restored and, edge-triggered, the backlog is accepted at once: connections
+//! that queued while paused produce no new edge.
+
+use std::io;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::Instant;
+
+use backend_api::ACCEPT_PAUSE;
+use backend_api::{listener, Flow, Limits, Service, Session, ShardContext, ShardStats};
+
+use crate::conn::{Conn, ConnTable, Token, LISTENER, STOP};
+use crate::sys::{self, Epoll, Events, ERR, HUP, IN, OUT};
+use crate::trigger::Trigger;
+
+/// Serves `ctx` until its stop signal fires, then closes every connection.
+pub(crate) fn run<T: Trigger>(ctx: ShardContext) -> io::Result<ShardStats> {
+    let epoll = Epoll::new().map_err(|e| context(e, "epoll_create1"))?;
+    // The stop eventfd is level-triggered and never read, so every shard sees it.
+    epoll
+        .add(ctx.stop.as_raw_fd(), IN, STOP)
+        .map_err(|e| context(e, "registering the stop signal"))?;
+    let listener = ctx.listener.as_raw_fd();
+    epoll
+        .add(listener, T::LISTENER_INTEREST, LISTENER)
+        .map_err(|e| context(e, "registering the listener"))?;
+
+    let read_buffer = ctx.limits.read_buffer.max(1);
+    let mut shard = Shard::<T> {
+        epoll,
+        listener,
+        service: ctx.service,
+        conns: ConnTable::new(),
+        io: Io {
+            rbuf: vec![0; read_buffer].into_boxed_slice(),
+            scratch: Vec::with_capacity(read_buffer),
+            limits: ctx.limits,
+            stats: ShardStats::default(),
+        },
+        accept_paused_until: None,
+        _trigger: PhantomData,
+    };
+    let mut events = Events::new();
+    let outcome = shard.serve(&mut events);
+    shard.io.stats.closed += shard.conns.clear() as u64;
+    // The shard used the raw fds of `ctx`'s listener and stop signal; they close only now.
+    drop(ctx);
+    outcome.map(|()| shard.io.stats)
+}
+
+/// One shard's state.
+struct Shard<T> {
+    epoll: Epoll,
+    /// Borrowed from the `ShardContext`, which outlives the shard.
+    listener: RawFd,
+    service: Service,
+    conns: ConnTable,
+    io: Io,
+    /// Set while accepting is paused; `epoll_wait` wakes up by then.
+    accept_paused_until: Option<Instant>,
+    _trigger: PhantomData<T>,
+}
+
+/// The shard-wide buffers and counters the per-connection code works with, apart from
+/// the connection table so both can be borrowed at once.
+struct Io {
+    /// Every read lands here.
+    rbuf: Box<[u8]>,
+    /// Sessions write their output here; it goes to the socket from here.
+    scratch: Vec<u8>,
+    limits: Limits,
+    stats: ShardStats,
+}
+
+impl<T: Trigger> Shard<T> {
+    fn serve(&mut self, events: &mut Events) -> io::Result<()> {
+        loop {
+            let n = self
+                .epoll
+                .wait(events, self.wait_timeout())
+                .map_err(|e| context(e, "epoll_wait"))?;
+            self.io.stats.loop_iterations += 1;
+            for i in 0..n {
+                let (bits, token) = events.get(i);
+                match token {
+                    STOP => return Ok(()),
+                    LISTENER => {
+                        // A stale event from before a pause started in this same batch.
+                        if self.accept_paused_until.is_none() {
+                            self.accept_batch()?;
+                        }
+                    }
+                    _ => self.on_conn(token, bits),
+                }
+            }
+            if let Some(until) = self.accept_paused_until {
+                if Instant::now() >= until {
+                    self.resume_accept()?;
+                }
+            }
+        }
+    }
+
+    /// `-1` (no timeout) unless accepting is paused.
+    fn wait_timeout(&self) -> i32 {
+        match self.accept_paused_until {
+            None => -1,
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                // Rounded up: waking before the deadline would only go round again.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        }
+    }
+
+    /// Accepts up to `T::ACCEPT_BATCH` connections, stopping at `EAGAIN` or a pause.
+    fn accept_batch(&mut self) -> io::Result<()> {
+        for _ in 0..T::ACCEPT_BATCH {
+            if self.accept_paused_until.is_some() {
+                return Ok(());
+            }
+            if self.conns.len() >= self.io.limits.max_connections {
+                return self.pause_accept();
+            }
+            match sys::accept(self.listener) {
+                Ok(fd) => self.admit(fd)?,
+                Err(e) if sys::would_block(&e) => return Ok(()),
+                Err(e) if listener::is_accept_exhaustion(&e) => return self.pause_accept(),
+                // Only the connection being accepted is lost; go on with the next.
+                Err(e) if listener::is_accept_transient(&e) || is_network_error(&e) => {}
+                Err(e) => return Err(context(e, "accept4 on the shard listener")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets up an accepted connection and registers it.
+    fn admit(&mut self, fd: OwnedFd) -> io::Result<()> {
+        let stats = &mut self.io.stats;
+        stats.accepted += 1;
+        if listener::prepare_accepted(&fd).is_err() {
+            // Only fails on a socket that is already dead; losing it harms nobody else.
+            stats.closed += 1;
+            return Ok(());
+        }
+        let mut conn = Conn::new(fd, self.service.session(), 0);
+        conn.interest = T::interest(&conn);
+        let token = self.conns.next_token();
+        if let Err(e) = self.epoll.add(conn.raw(), conn.interest, token) {
+            stats.closed += 1;
+            drop(conn);
+            // Out of kernel memory or of fs.epoll.max_user_watches: like running out of
+            // fds, pause rather than fail the shard.
+            return match e.raw_os_error() {
+                Some(libc::ENOMEM | libc::ENOSPC) => self.pause_accept(),
+                _ => Err(context(e, "epoll_ctl(ADD) of an accepted connection")),
+            };
+        }
+        self.conns.insert(conn);
+        let open = self.conns.len() as u64;
+        stats.peak_connections = stats.peak_connections.max(open);
+        Ok(())
+    }
+
+    fn pause_accept(&mut self) -> io::Result<()> {
+        self.io.stats.accept_pauses += 1;
+        self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+        self.epoll
+            .modify(self.listener, 0, LISTENER)
+            .map_err(|e| context(e, "pausing the listener"))
+    }
+
+    fn resume_accept(&mut self) -> io::Result<()> {
+        self.accept_paused_until = None;
+        self.epoll
+            .modify(self.listener, T::LISTENER_INTEREST, LISTENER)
+            .map_err(|e| context(e, "resuming the listener"))?;
+        if T::EDGE {
+            // Connections that queued meanwhile raise no new edge: take them now. (Level
+            // needs nothing: a non-empty backlog is reported by the next wait.)
+            self.accept_batch()?;
+        }
+        Ok(())
+    }
+
+    /// Handles one event for a connection; closes it when it is done or broken.
+    fn on_conn(&mut self, token: Token, bits: u32) {
+        // A stale token (the connection closed earlier in this batch) finds nothing.
+        let Some(conn) = self.conns.get_mut(token) else {
+            return;
+        };
+        // ERR: reset or failed, nothing more can be delivered. HUP: both directions shut,
+        // so unless we shut ours (lingering, where the read of EOF closes) the connection
+        // was reset.
+        let dead = bits & ERR != 0 || (bits & HUP != 0 && !conn.lingering);
+        let alive = !dead && self.io.drive::<T>(conn, bits).is_ok() && self.io.keep_open::<T>(conn);
+        let alive = alive && {
+            let want = T::interest(conn);
+            want == conn.interest || {
+                let ok = self.epoll.modify(conn.raw(), want, token).is_ok();
+                conn.interest = want;
+                ok
+            }
+        };
+        if !alive && self.conns.remove(token) {
+            self.io.stats.closed += 1;
+        }
+    }
+}
+
+impl Io {
+    /// Does what one event allows for one connection: write pending output, then read (and
+    /// answer) input. An error means the connection is broken (reset, `EPIPE`, ...) and
+    /// must be closed; it never concerns other connections.
+    #[inline]
+    fn drive<T: Trigger>(&mut self, c: &mut Conn, bits: u32) -> io::Result<()> {
+        if c.lingering {
+            if bits & IN != 0 {
+                // Level: one read per event. Edge: until EAGAIN (or EOF, which closes).
+                while self.discard(c)? == Discard::Data && T::EDGE {}
+            }
+            return Ok(());
+        }
+        if bits & OUT != 0 && !c.out.is_empty() {
+            let written = self.write::<T>(c.raw(), c.out.pending())?;
+            c.out.advance(written);
+            c.release_drained_output();
+            if c.paused && c.out.len() <= self.limits.max_pending_output / 2 {
+                c.paused = false;
+            }
+        }
+        if T::EDGE {
+            // Remember the edge even while reading is paused: it will not be repeated.
+            // (An event for EPOLLOUT also carries EPOLLIN while input is queued, since
+            // epoll reports the socket's whole readiness; `read_ready` does not rely on it.)
+            if bits & IN != 0 {
+                c.read_ready = true;
+            }
+            while c.read_ready && c.can_read() {
+                self.read::<T>(c)?;
+            }
+        } else if bits & IN != 0 && c.can_read() {
+            self.read::<T>(c)?;
+        }
+        Ok(())
+    }
+
+    /// One read, handed to the session, its output written or queued.
+    #[inline]
+    fn read<T: Trigger>(&mut self, c: &mut Conn) -> io::Result<()> {
+        self.stats.reads += 1;
+        let n = match sys::read(c.raw(), &mut self.rbuf) {
+            Ok(0) => {
+                // Peer half-closed: answer what it sent, flush, then close.
+                c.read_closed = true;
+                c.eof = true;
+                c.read_ready = false;
+                return Ok(());
+            }
+            Ok(n) => n,
+            Err(e) if sys::would_block(&e) => {
+                c.read_ready = false;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        self.stats.bytes_in += n as u64;
+        let input = &self.rbuf[..n];
+        let flow = if c.out.is_empty() {
+            self.scratch.clear();
+            let flow = c.session.on_input(input, &mut self.scratch);
+            let written = write::<T>(c.raw(), &self.scratch, &mut self.stats)?;
+            if written < self.scratch.len() {
+                c.out.tail().extend_from_slice(&self.scratch[written..]);
+            }
+            flow
+        } else {
+            // A write already blocked: queue behind it, in order, until EPOLLOUT.
+            c.session.on_input(input, c.out.tail())
+        };
+        if flow == Flow::Close {
+            c.read_closed = true;
+        } else if !c.out.is_empty() && self.limits.output_full(c.out.len()) {
+            c.paused = true;
+            self.stats.backpressure_pauses += 1;
+        }
+        Ok(())
+    }
+
+    /// After an event: false when the connection is finished and must be closed now.
+    #[inline]
+    fn keep_open<T: Trigger>(&mut self, c: &mut Conn) -> bool {
+        if !c.read_closed || !c.out.is_empty() {
+            return true;
+        }
+        if c.eof {
+            // The peer closed and everything it asked for is written.
+            return false;
+        }
+        if c.lingering {
+            return true;
+        }
+        // The session closed and its last response is written. Closing with unread input
+        // makes the kernel send a reset, which can destroy that response before the peer
+        // reads it. Usually nothing is queued (one read says EAGAIN) and the close sends a
+        // plain FIN after the response.
+        match self.discard(c) {
+            Ok(Discard::Data) => {}
+            Ok(Discard::Empty | Discard::Eof) | Err(_) => return false,
+        }
+        // The peer sent more after its last request and may still be sending: FIN now
+        // (it sees the response, then EOF), and discard its input until it closes.
+        if sys::shutdown_write(c.raw()).is_err() {
+            return false;
+        }
+        c.lingering = true;
+        if T::EDGE {
+            // The input still queued raises no new edge.
+            loop {
+                match self.discard(c) {
+                    Ok(Discard::Data) => {}
+                    Ok(Discard::Empty) => break,
+                    Ok(Discard::Eof) | Err(_) => return false,
+                }
+            }
+        }
+        true
+    }
+
+    /// One read whose bytes are thrown away (the session is done with the connection).
+    fn discard(&mut self, c: &mut Conn) -> io::Result<Discard> {
+        self.stats.reads += 1;
+        match sys::read(c.raw(), &mut self.rbuf) {
+            Ok(0) => {
+                c.eof = true;
+                Ok(Discard::Eof)
+            }
+            Ok(n) => {
+                self.stats.bytes_in += n as u64;
+                Ok(Discard::Data)
+            }
+            Err(e) if sys::would_block(&e) => Ok(Discard::Empty),
+            Err(e) => Err(e),
+        }
+    }
+
+    #[inline]
+    fn write<T: Trigger>(&mut self, fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+        write::<T>(fd, buf, &mut self.stats)
+    }
+}
+
+/// What a discarding read found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Discard {
+    Data,
+    Empty,
+    Eof,
+}
+
+/// Writes from `buf`: edge-triggered until done or `EAGAIN` (an `EPOLLOUT` edge comes only
+/// after a write found the socket full); level-triggered one `send` per event (a partial
+/// send means the socket is full, and `EPOLLOUT` reports when it is not). Returns how many
+/// bytes the socket took.
+#[inline]
+fn write<T: Trigger>(fd: RawFd, buf: &[u8], stats: &mut ShardStats) -> io::Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        stats.writes += 1;
+        match sys::send(fd, &buf[done..]) {
+            // A stream socket takes at least one byte or says EAGAIN; never spin on 0.
+            Ok(0) => break,
+            Ok(n) => {
+                stats.bytes_out += n as u64;
+                done += n;
+                if !T::EDGE {
+                    break;
+                }
+            }
+            Err(e) if sys::would_block(&e) => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Network errors `accept(2)` may pass on from the new connection (see its man page,
+/// "Error handling"): they concern only that connection.
+fn is_network_error(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+        )
+    )
+}
+
+/// `err` with what was being done prepended, keeping its kind.
+fn context(err: io::Error, what: &str) -> io::Error {
+    io::Error::new(err.kind(), format!("{what}: {err}"))
+}

@@ -1,0 +1,2 @@
+//! The shared conformance suite, run against poll.
+backend_conformance::suite!(backend_poll::Poll);
