@@ -18,6 +18,14 @@ pub enum Command {
     List,
     /// Run one backend as a server until SIGINT, SIGTERM or end of standard input.
     Serve(crate::serve::ServeArgs),
+    /// Generate load against a server (any server) and measure it: closed or open loop,
+    /// echo, http, churn, stream or idle.
+    Load(crate::load::LoadArgs),
+    /// Draw every chart a results file supports (SVG and PNG), by default into `plots/`
+    /// beside the results file.
+    Plot(crate::plot::PlotArgs),
+    /// Print a results file as a markdown write-up or as CSV (one row per cell).
+    Report(crate::report::ReportArgs),
 }
 
 impl Cli {
@@ -26,6 +34,9 @@ impl Cli {
         match self.command {
             Command::List => crate::registry::print_list(&mut std::io::stdout().lock()),
             Command::Serve(args) => crate::serve::serve(args),
+            Command::Load(args) => crate::load::run(args),
+            Command::Plot(args) => crate::plot::run(args),
+            Command::Report(args) => crate::report::run(args),
         }
     }
 }

@@ -4,7 +4,11 @@
 
 pub mod cli;
 pub mod cores;
+pub mod load;
+pub mod plot;
 pub mod registry;
+pub mod report;
+pub mod results;
 pub mod rlimit;
 pub mod serve;
 

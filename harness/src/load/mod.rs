@@ -1,0 +1,202 @@
+//! The load generator: `harness load`, and the in-process API `harness compare` uses.
+//!
+//! One pinned thread per client core, each its own epoll event loop over nonblocking
+//! sockets; closed loop (N connections × depth in flight) or open loop (a constant rate
+//! with per-connection send schedules, latency corrected for coordinated omission); five
+//! workloads (echo, http, churn, stream, idle); HDR histograms; and self-validation in
+//! every result (achieved vs target rate, schedule lag, client CPU and `client_bound`,
+//! connections established, errors by kind).
+//!
+//! In process:
+//! ```no_run
+//! use harness::load::{run_load, LoadConfig, Workload};
+//! let mut cfg = LoadConfig::new("127.0.0.1:8080".parse().unwrap(), Workload::Http);
+//! cfg.connections = 64;
+//! let report = run_load(&cfg)?;
+//! println!("{}", report.summary());
+//! # Ok::<(), harness::load::LoadError>(())
+//! ```
+//! To stop early (Ctrl-C), pass a [`StopSignal`] to [`run_load_until`] and fire it.
+
+mod config;
+mod engine;
+mod error;
+mod histogram;
+mod json;
+mod report;
+mod sys;
+mod worker;
+mod workloads;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+pub use backend_api::StopSignal;
+pub use config::{
+    LoadConfig, Workload, MAX_CONNECTIONS, MAX_DEPTH, MAX_DURATION, MAX_IDLE, MAX_INFLIGHT_BYTES,
+    MAX_RATE, MAX_SIZE, MAX_WARMUP,
+};
+pub use engine::{run_load, run_load_until, ENGINE};
+pub use error::{errno_name, ClientError, LoadError};
+pub use histogram::{fmt_ns, LatencySummary, NsHistogram, SerializedHistogram, HDR_ENCODING};
+pub use json::{read_report, write_report};
+pub use report::{
+    ClientCost, ConnectionCounts, Flag, IdleReport, LoadReport, ReportConfig, RequestCounts,
+    ScheduleCheck, ThreadReport, Throughput, WireTotals, CLIENT_BOUND_BUSY, SCHEMA_VERSION,
+};
+
+/// Options of `harness load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Server to load: IP:PORT or HOST:PORT.
+    #[arg(long)]
+    pub target: String,
+    /// Traffic: echo, http, churn, stream or idle.
+    #[arg(long)]
+    pub workload: Workload,
+    /// Active connections (churn: concurrent connection slots) [default: 64; stream 4;
+    /// churn 50].
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Requests in flight per connection (pipelined); under --rate, the most in flight
+    /// [default: 1; stream 8 messages].
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Message size in bytes for echo, stream and idle [default: 64; stream 65536].
+    #[arg(long)]
+    pub size: Option<usize>,
+    /// Open loop: total requests (churn: connections) per second. Without it the run is
+    /// closed loop (saturation).
+    #[arg(long, allow_negative_numbers = true)]
+    pub rate: Option<f64>,
+    /// Measured seconds, after the warmup.
+    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    pub duration: f64,
+    /// Seconds run before measuring, excluded from every statistic.
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    pub warmup: f64,
+    /// Client cores, one pinned thread each, e.g. 1 or 2-3 [default: the last usable core].
+    #[arg(long)]
+    pub cores: Option<String>,
+    /// Idle connections to hold open (idle workload) [default: 1000].
+    #[arg(long)]
+    pub idle: Option<usize>,
+    /// Write the full report (with serialized histograms) as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Stop after this many measured requests (or at the end of --duration).
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Path for HTTP workloads.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// Host header for HTTP workloads [default: the target as given].
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Seconds one connect may take before it counts as ETIMEDOUT.
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    pub connect_timeout: f64,
+    /// Seconds to wait for outstanding replies after the measured window.
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    pub drain: f64,
+}
+
+fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .ok()
+        .filter(|_| v.is_finite())
+        .with_context(|| format!("--{flag} {v}: give a number of seconds, 0 or more"))
+}
+
+/// Resolves `--target`, preferring IPv4 (loopback IPv4 targets get source spreading).
+fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
+    if let Ok(a) = target.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .with_context(|| format!("--target {target}: give IP:PORT or HOST:PORT"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .with_context(|| format!("--target {target}: the name resolved to no address"))
+}
+
+impl LoadArgs {
+    /// The config these options describe, with per-workload defaults filled in.
+    pub fn to_config(&self) -> anyhow::Result<LoadConfig> {
+        let target = resolve(&self.target)?;
+        let w = self.workload;
+        let mut cfg = LoadConfig::new(target, w);
+        cfg.host = self.host.clone().unwrap_or_else(|| self.target.clone());
+        cfg.path = self.path.clone();
+        if let Some(n) = self.connections {
+            cfg.connections = n;
+        }
+        if let Some(d) = self.depth {
+            cfg.depth = d;
+        }
+        if let Some(s) = self.size {
+            anyhow::ensure!(
+                w.uses_size(),
+                "--size applies to --workload echo, stream and idle, not {w}"
+            );
+            cfg.size = s;
+        }
+        cfg.rate = self.rate;
+        cfg.duration = secs("duration", self.duration)?;
+        cfg.warmup = secs("warmup", self.warmup)?;
+        cfg.connect_timeout = secs("connect-timeout", self.connect_timeout)?;
+        cfg.drain_timeout = secs("drain", self.drain)?;
+        if let Some(list) = &self.cores {
+            cfg.cores = crate::cores::parse_core_list(list)?;
+        }
+        if let Some(m) = self.idle {
+            cfg.idle = m;
+        }
+        cfg.requests = self.requests;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Runs `harness load`: prints the summary, writes `--json` if asked. SIGINT or SIGTERM
+/// stops the run early and still reports.
+pub fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let cfg = args.to_config()?;
+    let stop = StopSignal::new().context("creating the stop eventfd")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing SIGINT/SIGTERM handlers")?;
+    let handle = signals.handle();
+    let watcher = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("load-signals".into())
+            .spawn(move || {
+                if signals.forever().next().is_some() {
+                    stop.fire();
+                }
+            })
+            .context("spawning the signal thread")?
+    };
+    let result = run_load_until(&cfg, &stop);
+    handle.close();
+    let _ = watcher.join();
+    let report = result?;
+    print!("{}", report.summary());
+    if let Some(path) = &args.json {
+        write_report(path, &report)?;
+        println!("  json        {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,599 @@
+//! Draws a [`Figure`] on any plotters backend (SVG string, RGB buffer).
+//!
+//! Layout, top to bottom: title and subtitle; the panels side by side with the legend in a
+//! column on the right; a footer with the machine. Sizes scale with the image so a small
+//! PNG stays legible.
+
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::axis::Axis;
+use super::figure::{Bar, Figure, KeyItem, Line, Markers, Panel};
+use super::font::FAMILY;
+use super::style::{backend_style, tint, Marker, TINT};
+
+type DrawResult<DB> = Result<(), DrawingAreaErrorKind<<DB as DrawingBackend>::ErrorType>>;
+
+/// Neutral colour of axes text and style keys; not a backend colour.
+const INK: RGBColor = RGBColor(0x22, 0x22, 0x22);
+const MUTED: RGBColor = RGBColor(0x55, 0x55, 0x55);
+const KEY_GREY: RGBColor = RGBColor(0x44, 0x44, 0x44);
+
+/// Draws `fig` filling `root`; `footer` is the machine line.
+pub(crate) fn draw_figure<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    fig: &Figure,
+    footer: &str,
+) -> DrawResult<DB> {
+    let (w, h) = root.dim_in_pixel();
+    let s = (f64::from(w) / 1280.0)
+        .min(f64::from(h) / 800.0)
+        .clamp(0.35, 4.0);
+    let px = |v: f64| (v * s).round().max(1.0) as i32;
+    root.fill(&WHITE)?;
+
+    let header_h = px(78.0) as u32;
+    let footer_lines = wrap(root, footer, f64::from(w) - 32.0 * s, &font(12.0, s, MUTED));
+    let footer_h = (px(12.0) as u32 + footer_lines.len() as u32 * px(16.0) as u32).min(h / 4);
+    let body_h = h.saturating_sub(header_h + footer_h).max(1);
+    let (header, rest) = root.split_vertically(header_h);
+    let (body, foot) = rest.split_vertically(body_h);
+    let legend_w = px(250.0) as u32;
+    let (plots, legend) = body.split_horizontally(w.saturating_sub(legend_w).max(1));
+
+    header.draw(&Text::new(
+        fig.title.clone(),
+        (px(18.0), px(12.0)),
+        font(24.0, s, INK),
+    ))?;
+    header.draw(&Text::new(
+        fig.subtitle.clone(),
+        (px(18.0), px(48.0)),
+        font(15.0, s, MUTED),
+    ))?;
+
+    let n = fig.panels.len().max(1);
+    let areas = plots.split_evenly((1, n));
+    for (panel, area) in fig.panels.iter().zip(&areas) {
+        draw_panel(root, area, panel, s)?;
+    }
+    draw_legend(&legend, fig, s)?;
+
+    for (i, line) in footer_lines.iter().enumerate() {
+        foot.draw(&Text::new(
+            line.clone(),
+            (px(18.0), px(4.0) + i as i32 * px(16.0)),
+            font(12.0, s, MUTED),
+        ))?;
+    }
+    Ok(())
+}
+
+fn font(size: f64, s: f64, color: RGBColor) -> TextStyle<'static> {
+    (FAMILY, size * s).into_font().color(&color)
+}
+
+/// Splits `text` into lines no wider than `width` pixels in `style`.
+fn wrap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    text: &str,
+    width: f64,
+    style: &TextStyle<'_>,
+) -> Vec<String> {
+    let fits = |t: &str| {
+        area.estimate_text_size(t, style)
+            .map(|(tw, _)| f64::from(tw) <= width)
+            .unwrap_or(true)
+    };
+    let mut lines = Vec::new();
+    let mut cur = String::new();
+    for word in text.split(' ') {
+        let candidate = if cur.is_empty() {
+            word.to_string()
+        } else {
+            format!("{cur} {word}")
+        };
+        if fits(&candidate) || cur.is_empty() {
+            cur = candidate;
+        } else {
+            lines.push(std::mem::take(&mut cur));
+            cur = word.to_string();
+        }
+    }
+    if !cur.is_empty() {
+        lines.push(cur);
+    }
+    lines
+}
+
+fn draw_panel<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+    s: f64,
+) -> DrawResult<DB> {
+    let px = |v: f64| (v * s).round().max(1.0) as i32;
+    let categorical = !panel.bars.is_empty();
+    // The caption sits in its own strip, clear of the top tick label.
+    let area = if panel.title.is_empty() {
+        area.clone()
+    } else {
+        let (w, h) = area.dim_in_pixel();
+        let strip = (px(30.0) as u32).min(h / 4);
+        let (top, rest) = area.split_vertically(strip);
+        top.draw(&Text::new(
+            panel.title.clone(),
+            ((w / 2) as i32, px(10.0)),
+            font(15.0, s, INK).pos(Pos::new(HPos::Center, VPos::Top)),
+        ))?;
+        rest
+    };
+    let mut builder = ChartBuilder::on(&area);
+    builder
+        .margin_top(px(10.0))
+        .margin_bottom(px(6.0))
+        .margin_left(px(10.0))
+        .margin_right(px(18.0))
+        .x_label_area_size(px(if categorical { 64.0 } else { 54.0 }))
+        .y_label_area_size(px(76.0));
+    let (x, y) = (&panel.x, &panel.y);
+    let mut chart = builder.build_cartesian_2d(Ticked::of(x), Ticked::of(y))?;
+
+    // Category names are drawn below, wrapped; plotters' labels are single lines.
+    let x_fmt = |v: &f64| {
+        if categorical {
+            String::new()
+        } else {
+            x.label_at(*v)
+        }
+    };
+    let y_fmt = |v: &f64| y.label_at(*v);
+    let mut mesh = chart.configure_mesh();
+    if !x.label.is_empty() {
+        mesh.x_desc(x.label.clone());
+    }
+    mesh.y_desc(y.label.clone())
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .label_style(font(13.0, s, INK))
+        .axis_desc_style(font(14.0, s, INK))
+        .axis_style(INK.mix(0.8))
+        .bold_line_style(BLACK.mix(0.13))
+        .light_line_style(BLACK.mix(0.05));
+    if categorical {
+        mesh.disable_x_mesh();
+    }
+    mesh.draw()?;
+    if categorical {
+        draw_categories(root, &chart, x, y, s)?;
+    }
+
+    let base = if y.is_log() { Some(y.lo) } else { y.map(0.0) }.unwrap_or(y.lo);
+    for bar in &panel.bars {
+        draw_bar(root, &mut chart, bar, x, y, base, s)?;
+    }
+    // Bands first so every line sits on top of every band.
+    for line in panel.lines.iter().filter(|l| l.band) {
+        draw_band(&mut chart, line, x, y, s)?;
+    }
+    for line in &panel.lines {
+        draw_line(root, &mut chart, line, x, y, s)?;
+    }
+    Ok(())
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<Ticked, Ticked>>;
+
+/// A linear f64 coordinate whose grid lines and labels sit exactly at an [`Axis`]'s ticks
+/// (plotters' own `WithKeyPoints` cannot take a label formatter on f64).
+#[derive(Clone)]
+struct Ticked {
+    inner: RangedCoordf64,
+    lo: f64,
+    hi: f64,
+    bold: Vec<f64>,
+    light: Vec<f64>,
+}
+
+impl Ticked {
+    fn of(axis: &Axis) -> Ticked {
+        let (lo, hi) = if axis.hi > axis.lo {
+            (axis.lo, axis.hi)
+        } else {
+            (axis.lo, axis.lo + 1.0)
+        };
+        Ticked {
+            inner: (lo..hi).into(),
+            lo,
+            hi,
+            bold: axis.ticks.iter().map(|t| t.0).collect(),
+            light: axis.minor.clone(),
+        }
+    }
+}
+
+impl Ranged for Ticked {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.light.clone()
+        } else {
+            self.bold.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
+
+/// Category names under a bar chart, one parameter per line ("64 B" / "16 conns"),
+/// shrunk until the widest line fits its category.
+fn draw_categories<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &Chart<'_, DB>,
+    x: &Axis,
+    y: &Axis,
+    s: f64,
+) -> DrawResult<DB> {
+    let px = |v: f64| (v * s).round().max(1.0) as i32;
+    let left = chart.backend_coord(&(x.lo, y.lo));
+    let right = chart.backend_coord(&(x.hi, y.lo));
+    let per_category = f64::from(right.0 - left.0) / (x.hi - x.lo).max(1e-9);
+    let lines: Vec<(f64, Vec<&str>)> = x
+        .ticks
+        .iter()
+        .map(|(t, l)| (*t, l.split(", ").collect()))
+        .collect();
+    let mut size = 13.0;
+    let style = loop {
+        let style = font(size, s, INK).pos(Pos::new(HPos::Center, VPos::Top));
+        let widest = lines
+            .iter()
+            .flat_map(|(_, ls)| ls.iter())
+            .filter_map(|l| root.estimate_text_size(l, &style).ok())
+            .map(|(w, _)| f64::from(w))
+            .fold(0.0, f64::max);
+        if widest <= per_category * 0.94 || size <= 8.0 {
+            break style;
+        }
+        size -= 0.5;
+    };
+    let line_h = (size * 1.25 * s).round() as i32;
+    for (t, ls) in &lines {
+        let (cx, cy) = chart.backend_coord(&(*t, y.lo));
+        for (i, l) in ls.iter().enumerate() {
+            root.draw(&Text::new(
+                l.to_string(),
+                (cx, cy + px(8.0) + i as i32 * line_h),
+                style.clone(),
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// The line's points in chart coordinates, split where a value is missing.
+fn runs(line: &Line, x: &Axis, y: &Axis) -> Vec<Vec<(f64, f64, usize)>> {
+    let mut out: Vec<Vec<(f64, f64, usize)>> = Vec::new();
+    let mut cur = Vec::new();
+    for (i, p) in line.points.iter().enumerate() {
+        match (x.map(p.x), y.map(p.y)) {
+            (Some(tx), Some(ty)) => {
+                if p.break_before && !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                cur.push((tx, ty, i));
+            }
+            _ => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn draw_band<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    line: &Line,
+    x: &Axis,
+    y: &Axis,
+    s: f64,
+) -> DrawResult<DB> {
+    let color = backend_style(&line.backend).color;
+    for run in runs(line, x, y) {
+        let spans: Vec<(f64, f64, f64)> = run
+            .iter()
+            .filter_map(|&(tx, _, i)| {
+                let p = &line.points[i];
+                Some((tx, y.map(p.lo?)?, y.map(p.hi?)?))
+            })
+            .collect();
+        if spans.len() >= 2 {
+            let mut poly: Vec<(f64, f64)> = spans.iter().map(|&(tx, _, hi)| (tx, hi)).collect();
+            poly.extend(spans.iter().rev().map(|&(tx, lo, _)| (tx, lo)));
+            chart.draw_series(std::iter::once(Polygon::new(
+                poly,
+                color.mix(0.16).filled(),
+            )))?;
+        } else {
+            // A lone point has no band: whiskers instead.
+            let cap = (x.hi - x.lo) * 0.008;
+            for (tx, lo, hi) in spans {
+                let st = ShapeStyle::from(color).stroke_width(px_w(1.5, s));
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(tx, lo), (tx, hi)],
+                    st,
+                )))?;
+                for v in [lo, hi] {
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(tx - cap, v), (tx + cap, v)],
+                        st,
+                    )))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn px_w(v: f64, s: f64) -> u32 {
+    (v * s).round().max(1.0) as u32
+}
+
+fn draw_line<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &mut Chart<'_, DB>,
+    line: &Line,
+    x: &Axis,
+    y: &Axis,
+    s: f64,
+) -> DrawResult<DB> {
+    let st = backend_style(&line.backend);
+    let stroke = ShapeStyle::from(st.color).stroke_width(px_w(2.2, s));
+    for run in runs(line, x, y) {
+        let pts: Vec<(f64, f64)> = run.iter().map(|&(tx, ty, _)| (tx, ty)).collect();
+        if pts.len() >= 2 {
+            if line.dashed {
+                let dash = px_w(9.0, s);
+                let gap = px_w(6.0, s);
+                chart.draw_series(std::iter::once(DashedPathElement::new(
+                    pts.clone(),
+                    dash,
+                    gap,
+                    stroke,
+                )))?;
+            } else {
+                chart.draw_series(std::iter::once(PathElement::new(pts.clone(), stroke)))?;
+            }
+        }
+        for &(tx, ty, i) in &run {
+            let show = match line.markers {
+                Markers::All => true,
+                Markers::Last => i + 1 == line.points.len(),
+            };
+            if show {
+                let at = chart.backend_coord(&(tx, ty));
+                draw_marker(root, st.marker, at, st.color, line.points[i].hollow, s)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn draw_marker<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    marker: Marker,
+    (cx, cy): (i32, i32),
+    color: RGBColor,
+    hollow: bool,
+    s: f64,
+) -> DrawResult<DB> {
+    let pts: Vec<(i32, i32)> = marker
+        .outline(5.0 * s.max(0.6))
+        .into_iter()
+        .map(|(x, y)| (cx + x, cy + y))
+        .collect();
+    if hollow {
+        area.draw(&Polygon::new(pts.clone(), WHITE.filled()))?;
+        let mut closed = pts;
+        if let Some(first) = closed.first().copied() {
+            closed.push(first);
+        }
+        area.draw(&PathElement::new(
+            closed,
+            ShapeStyle::from(color).stroke_width(px_w(2.0, s)),
+        ))?;
+    } else {
+        area.draw(&Polygon::new(pts, color.filled()))?;
+    }
+    Ok(())
+}
+
+fn draw_bar<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &mut Chart<'_, DB>,
+    bar: &Bar,
+    _x: &Axis,
+    y: &Axis,
+    base: f64,
+    s: f64,
+) -> DrawResult<DB> {
+    let color = backend_style(&bar.backend).color;
+    let light = tint(color, TINT);
+    let mut top = base;
+    let mut cum = 0.0;
+    for seg in &bar.segments {
+        let (from, to) = if bar.overlay {
+            (base, y.map(seg.value))
+        } else {
+            let from = if cum > 0.0 { y.map(cum) } else { Some(base) };
+            cum += seg.value;
+            (from.unwrap_or(base), y.map(cum))
+        };
+        let Some(to) = to else { continue };
+        top = top.max(to);
+        let fill = if seg.light { light } else { color };
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(bar.x0, from), (bar.x1, to)],
+            fill.filled(),
+        )))?;
+    }
+    if let Some((lo, hi)) = bar.whisker {
+        if let (Some(lo), Some(hi)) = (y.map(lo), y.map(hi)) {
+            let xc = (bar.x0 + bar.x1) / 2.0;
+            let cap = (bar.x1 - bar.x0) * 0.25;
+            let st = ShapeStyle::from(INK.mix(0.85)).stroke_width(px_w(1.3, s));
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(xc, lo), (xc, hi)],
+                st,
+            )))?;
+            for v in [lo, hi] {
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(xc - cap, v), (xc + cap, v)],
+                    st,
+                )))?;
+            }
+            top = top.max(hi);
+        }
+    }
+    if bar.hollow_mark {
+        let (cx, cy) = chart.backend_coord(&((bar.x0 + bar.x1) / 2.0, top));
+        let marker = backend_style(&bar.backend).marker;
+        draw_marker(root, marker, (cx, cy - (10.0 * s) as i32), color, true, s)?;
+    }
+    Ok(())
+}
+
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    fig: &Figure,
+    s: f64,
+) -> DrawResult<DB> {
+    let px = |v: f64| (v * s).round() as i32;
+    let (w, _) = area.dim_in_pixel();
+    let row = px(24.0);
+    let text_x = px(50.0);
+    let mut y = px(18.0);
+    let has_lines = fig.panels.iter().any(|p| !p.lines.is_empty());
+    for name in &fig.backends {
+        let st = backend_style(name);
+        let cy = y + row / 2;
+        if has_lines {
+            // A filled rectangle, not a path: data lines stay the only open paths drawn in
+            // a backend's colour, which is what the tests count.
+            area.draw(&Rectangle::new(
+                [(px(8.0), cy - px(1.2)), (px(40.0), cy + px(1.2))],
+                st.color.filled(),
+            ))?;
+            draw_marker(area, st.marker, (px(24.0), cy), st.color, false, s)?;
+        } else {
+            area.draw(&Rectangle::new(
+                [(px(14.0), cy - px(7.0)), (px(34.0), cy + px(7.0))],
+                st.color.filled(),
+            ))?;
+        }
+        area.draw(&Text::new(
+            name.clone(),
+            (text_x, cy - px(8.0)),
+            font(15.0, s, INK),
+        ))?;
+        y += row;
+    }
+    y += px(10.0);
+    let key_font = font(12.5, s, INK);
+    let key_width = f64::from(w) - f64::from(text_x) - 8.0 * s;
+    for key in &fig.keys {
+        // Centred on the first line of the key's text.
+        let cy = y + px(6.0);
+        let text = match key {
+            KeyItem::Line { dashed, text } => {
+                let st = ShapeStyle::from(KEY_GREY).stroke_width(px_w(2.2, s));
+                if *dashed {
+                    area.draw(&DashedPathElement::new(
+                        vec![(px(8.0), cy), (px(40.0), cy)],
+                        px_w(7.0, s),
+                        px_w(5.0, s),
+                        st,
+                    ))?;
+                } else {
+                    area.draw(&PathElement::new(vec![(px(8.0), cy), (px(40.0), cy)], st))?;
+                }
+                text
+            }
+            KeyItem::Marker { hollow, text } => {
+                draw_marker(area, Marker::Circle, (px(24.0), cy), KEY_GREY, *hollow, s)?;
+                text
+            }
+            KeyItem::Swatch { light, text } => {
+                let c = if *light {
+                    tint(KEY_GREY, TINT)
+                } else {
+                    KEY_GREY
+                };
+                area.draw(&Rectangle::new(
+                    [(px(14.0), cy - px(7.0)), (px(34.0), cy + px(7.0))],
+                    c.filled(),
+                ))?;
+                text
+            }
+            KeyItem::Band { text } => {
+                area.draw(&Rectangle::new(
+                    [(px(8.0), cy - px(7.0)), (px(40.0), cy + px(7.0))],
+                    KEY_GREY.mix(0.16).filled(),
+                ))?;
+                text
+            }
+            KeyItem::Whisker { text } => {
+                let st = ShapeStyle::from(KEY_GREY).stroke_width(px_w(1.3, s));
+                area.draw(&PathElement::new(
+                    vec![(px(24.0), cy - px(8.0)), (px(24.0), cy + px(8.0))],
+                    st,
+                ))?;
+                for dy in [-8.0, 8.0] {
+                    area.draw(&PathElement::new(
+                        vec![(px(19.0), cy + px(dy)), (px(29.0), cy + px(dy))],
+                        st,
+                    ))?;
+                }
+                text
+            }
+        };
+        let lines = wrap(area, text, key_width, &key_font);
+        for (i, l) in lines.iter().enumerate() {
+            area.draw(&Text::new(
+                l.clone(),
+                (text_x, y + i as i32 * px(16.0)),
+                key_font.clone(),
+            ))?;
+        }
+        y += (lines.len().max(1) as i32) * px(16.0) + px(8.0);
+    }
+    if !fig.notes.is_empty() {
+        y += px(6.0);
+        let note_font = font(12.0, s, MUTED);
+        for note in &fig.notes {
+            for l in wrap(area, note, f64::from(w) - 16.0 * s, &note_font) {
+                area.draw(&Text::new(l, (px(8.0), y), note_font.clone()))?;
+                y += px(15.0);
+            }
+            y += px(5.0);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The results file: what `harness compare` writes and `harness plot` / `harness report`
+//! read. One JSON document per run, versioned, rewritten atomically after every cell.
+//!
+//! Every figure carries how it was measured: the [`Manifest`] describes the machine and
+//! the command, each [`Cell`] its workload, cores and repeat, and the raw histograms are
+//! kept so percentiles can be recomputed or merged.
+
+pub mod aggregate;
+mod write;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use write::{read_results, write_atomic};
+
+/// Version of this schema; bumped on any incompatible change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One `harness compare` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultsFile {
+    /// [`SCHEMA_VERSION`] of the writer.
+    pub schema_version: u32,
+    /// Writer, e.g. "ringside harness 0.1.0".
+    pub tool: String,
+    /// When the run started (RFC 3339, UTC).
+    pub started_at: String,
+    /// When the run ended, if it did.
+    pub finished_at: Option<String>,
+    /// Whether the run is still going, finished, or was cut short.
+    pub state: RunState,
+    /// The machine and the command.
+    pub manifest: Manifest,
+    /// What was planned.
+    pub plan: Plan,
+    /// Every cell measured so far, in the order they ran.
+    pub cells: Vec<Cell>,
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum RunState {
+    /// Cells are still being measured (or the writer died without saying).
+    Running,
+    /// Every planned cell ran.
+    Complete,
+    /// Stopped early (Ctrl-C, a fatal error); the cells present are valid.
+    Interrupted {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a run set out to measure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Suite name ("default", "quick", or the suite file's path).
+    pub suite: String,
+    /// Repeats per cell.
+    pub repeats: u32,
+    /// Backends measured, in legend order.
+    pub backends: Vec<String>,
+    /// Backends left out, with the reason (probe failure, not registered).
+    pub skipped_backends: Vec<SkippedBackend>,
+    /// Number of cells planned (workloads × backends × repeats).
+    pub cells_planned: usize,
+}
+
+/// A backend that was not measured, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedBackend {
+    /// Backend name.
+    pub name: String,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// The environment of a run: enough to reproduce it or to distrust it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Host name.
+    pub hostname: String,
+    /// `uname -r`.
+    pub kernel: String,
+    /// Distribution (PRETTY_NAME from /etc/os-release).
+    pub os: String,
+    /// CPU model name from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Online CPUs.
+    pub online_cores: usize,
+    /// Groups of SMT siblings (from /sys topology), when known.
+    pub smt_siblings: Vec<Vec<usize>>,
+    /// CPUs the server under test ran on.
+    pub server_cores: Vec<usize>,
+    /// CPUs the load generator ran on.
+    pub client_cores: Vec<usize>,
+    /// Relevant sysctls by name (net.core.somaxconn, net.ipv4.tcp_tw_reuse, …).
+    pub sysctls: BTreeMap<String, String>,
+    /// Resource limits by name ("nofile", "memlock"), as "soft/hard".
+    pub rlimits: BTreeMap<String, String>,
+    /// io_uring features probed (opcode or flag → "yes"/"no"/reason).
+    pub io_uring: BTreeMap<String, String>,
+    /// CPU frequency governor per server/client core, when readable.
+    pub cpu_governor: Option<String>,
+    /// `rustc --version` of the build.
+    pub rustc: String,
+    /// Versions of the crates that matter (io-uring, glommio, tokio, …).
+    pub crate_versions: BTreeMap<String, String>,
+    /// `git rev-parse HEAD` of the checkout, with "-dirty" when it had changes.
+    pub git_commit: Option<String>,
+    /// The exact command line.
+    pub argv: Vec<String>,
+}
+
+/// One measurement: one backend, one workload, one repeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Series group for tables and plots: cells with the same group and workload shape are
+    /// compared (e.g. "echo-64B", "http-d16", "idle-sweep").
+    pub group: String,
+    /// Backend name.
+    pub backend: String,
+    /// The workload and its parameters.
+    pub workload: WorkloadSpec,
+    /// Repeat index, from 0.
+    pub repeat: u32,
+    /// CPUs of the server.
+    pub server_cores: Vec<usize>,
+    /// CPUs of the load generator.
+    pub client_cores: Vec<usize>,
+    /// When the cell started (RFC 3339).
+    pub started_at: String,
+    /// Wall time of the whole cell including server start and warmup, seconds.
+    pub wall_s: f64,
+    /// Outcome.
+    pub status: CellStatus,
+    /// Client-side measurements (absent when the cell failed before measuring).
+    pub client: Option<ClientMeasure>,
+    /// Server-side cost over the measured window.
+    pub server: Option<ServerCost>,
+    /// The load generator's full report, kept verbatim.
+    pub load_raw: Option<serde_json::Value>,
+}
+
+/// How a cell ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum CellStatus {
+    /// Measured.
+    Ok,
+    /// The backend crashed, hung, never became ready or the load failed.
+    Failed {
+        /// What went wrong.
+        reason: String,
+        /// Last lines of the server's stderr.
+        stderr_tail: String,
+    },
+    /// The backend cannot do this workload here (e.g. more connections than its cap).
+    Unsupported {
+        /// Why, recorded instead of a zero.
+        reason: String,
+    },
+}
+
+/// Workload kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadKind {
+    /// Ping-pong echo.
+    Echo,
+    /// HTTP GET keep-alive.
+    Http,
+    /// New connection per request.
+    Churn,
+    /// Bulk full-duplex transfer.
+    Stream,
+    /// Idle connections plus active echo.
+    Idle,
+}
+
+impl WorkloadKind {
+    /// Name as on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Echo => "echo",
+            WorkloadKind::Http => "http",
+            WorkloadKind::Churn => "churn",
+            WorkloadKind::Stream => "stream",
+            WorkloadKind::Idle => "idle",
+        }
+    }
+}
+
+/// A workload and its parameters, identical for every backend in a cell group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadSpec {
+    /// Which workload.
+    pub kind: WorkloadKind,
+    /// Active connections.
+    pub connections: u32,
+    /// Requests in flight per connection.
+    pub depth: u32,
+    /// Message size in bytes (echo, stream).
+    pub size: u32,
+    /// Open-loop target rate in requests/s; `None` for closed loop.
+    pub rate: Option<f64>,
+    /// Measured duration, seconds.
+    pub duration_s: f64,
+    /// Warmup excluded from every statistic, seconds.
+    pub warmup_s: f64,
+    /// Idle connections held open (idle workload).
+    pub idle: Option<u32>,
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Largest value seen.
+    pub max: f64,
+    /// Arithmetic mean.
+    pub mean: f64,
+}
+
+/// What the load generator measured in one cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientMeasure {
+    /// Requests (or echo messages) completed in the measured window.
+    pub requests: u64,
+    /// Length of the measured window, seconds.
+    pub duration_s: f64,
+    /// Completed requests per second.
+    pub throughput_rps: f64,
+    /// Payload MB/s (10^6 bytes) client → server.
+    pub mbps_out: f64,
+    /// Payload MB/s server → client.
+    pub mbps_in: f64,
+    /// Latency; from the intended send time under open loop (corrected for coordinated
+    /// omission), from the actual send under closed loop.
+    pub latency_us: Percentiles,
+    /// Open loop only: latency from the actual send (uncorrected).
+    pub latency_uncorrected_us: Option<Percentiles>,
+    /// HdrHistogram (µs) behind `latency_us`: V2 serialization with deflate, base64.
+    pub histogram: Option<String>,
+    /// Open loop only: the uncorrected histogram, same encoding.
+    pub histogram_uncorrected: Option<String>,
+    /// Open loop: requested total rate.
+    pub target_rate: Option<f64>,
+    /// Rate actually achieved.
+    pub achieved_rate: f64,
+    /// Open loop: 99th percentile of how far sends fell behind schedule, µs.
+    pub schedule_lag_p99_us: Option<f64>,
+    /// Each client thread's CPU utilization, 0..1.
+    pub client_cpu_util: Vec<f64>,
+    /// True when any client thread was ≥ 90% busy: the number may measure the client.
+    pub client_bound: bool,
+    /// Connections asked for (active plus idle).
+    pub connections_requested: u64,
+    /// Connections that were established.
+    pub connections_established: u64,
+    /// Churn: connect latency.
+    pub connect_latency_us: Option<Percentiles>,
+    /// Churn: connections completed per second.
+    pub connections_per_s: Option<f64>,
+    /// Idle: time to establish the idle connections, seconds.
+    pub idle_establish_s: Option<f64>,
+    /// Errors by kind (errno name or "short_reply", "garbled_reply", …).
+    pub errors: BTreeMap<String, u64>,
+    /// The generator's I/O engine ("epoll", "io_uring").
+    pub engine: String,
+}
+
+/// What the server process spent over the measured window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerCost {
+    /// User CPU seconds of the server process (all threads).
+    pub cpu_user_s: f64,
+    /// System CPU seconds of the server process.
+    pub cpu_sys_s: f64,
+    /// User CPU µs per completed request.
+    pub cpu_user_us_per_req: f64,
+    /// System CPU µs per completed request.
+    pub cpu_sys_us_per_req: f64,
+    /// Share of the server cores kept busy, 0..1 per core summed.
+    pub cpu_busy: f64,
+    /// Syscalls entered by all server threads (perf tracepoint raw_syscalls:sys_enter).
+    pub syscalls: Option<u64>,
+    /// Syscalls per completed request.
+    pub syscalls_per_req: Option<f64>,
+    /// Why `syscalls` is absent, when it is.
+    pub syscalls_absent: Option<String>,
+    /// Voluntary context switches.
+    pub ctx_voluntary: u64,
+    /// Involuntary context switches.
+    pub ctx_involuntary: u64,
+    /// Context switches (both kinds) per request.
+    pub ctx_per_req: f64,
+    /// Peak resident set size, bytes.
+    pub rss_peak_bytes: u64,
+    /// RSS at the end of the window minus RSS before connections opened, per connection.
+    pub rss_per_conn_bytes: Option<f64>,
+    /// Kernel socket memory (/proc/net/sockstat "mem" pages × page size) during the window,
+    /// system-wide.
+    pub kernel_sock_mem_bytes: Option<u64>,
+    /// The server's own counters for the whole run of the process.
+    pub stats: Option<backend_api::ShardStats>,
+}
+
+impl ResultsFile {
+    /// Cells that measured something.
+    pub fn ok_cells(&self) -> impl Iterator<Item = &Cell> {
+        self.cells
+            .iter()
+            .filter(|c| c.status == CellStatus::Ok && c.client.is_some())
+    }
+}
