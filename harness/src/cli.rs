@@ -18,6 +18,13 @@ pub enum Command {
     List,
     /// Run one backend as a server until SIGINT, SIGTERM or end of standard input.
     Serve(crate::serve::ServeArgs),
+    /// Compare backends: every backend × workload × repeat, server and load generator on
+    /// separate pinned cores; writes a results file after every cell, then plots and a
+    /// summary table.
+    Compare(crate::compare::CompareArgs),
+    /// Check this host for settings that would skew or break a comparison, with the exact
+    /// command that fixes each (scripts/tune-host.sh applies them).
+    Doctor(crate::doctor::DoctorArgs),
     /// Generate load against a server (any server) and measure it: closed or open loop,
     /// echo, http, churn, stream or idle.
     Load(crate::load::LoadArgs),
@@ -34,6 +41,8 @@ impl Cli {
         match self.command {
             Command::List => crate::registry::print_list(&mut std::io::stdout().lock()),
             Command::Serve(args) => crate::serve::serve(args),
+            Command::Compare(args) => crate::compare::run(args),
+            Command::Doctor(args) => crate::doctor::run(args),
             Command::Load(args) => crate::load::run(args),
             Command::Plot(args) => crate::plot::run(args),
             Command::Report(args) => crate::report::run(args),

@@ -3,7 +3,10 @@
 #![deny(rust_2018_idioms)]
 
 pub mod cli;
+pub mod compare;
 pub mod cores;
+pub mod doctor;
+pub mod faulty;
 pub mod load;
 pub mod plot;
 pub mod registry;
@@ -11,6 +14,7 @@ pub mod report;
 pub mod results;
 pub mod rlimit;
 pub mod serve;
+pub mod sysinfo;
 
 use clap::Parser;
 

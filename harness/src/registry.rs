@@ -10,14 +10,20 @@ use backend_api::Backend;
 
 /// Every registered backend, in the order `harness list` and plots show them.
 pub fn all() -> Vec<Arc<dyn Backend>> {
-    vec![
+    let mut all: Vec<Arc<dyn Backend>> = vec![
         Arc::new(backend_epoll::EpollEt),
         Arc::new(backend_epoll::EpollLt),
+        Arc::new(backend_glommio::Glommio),
         Arc::new(backend_tokio::Tokio),
         Arc::new(backend_tokio::TokioTpc),
         Arc::new(backend_poll::Poll),
         Arc::new(backend_blocking::Blocking),
-    ]
+    ];
+    if std::env::var(crate::faulty::ENV).as_deref() == Ok("1") {
+        all.push(Arc::new(crate::faulty::PanicAfter(8)));
+        all.push(Arc::new(crate::faulty::NeverReady));
+    }
+    all
 }
 
 /// Finds a backend by name, or says which names exist.

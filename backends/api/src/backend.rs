@@ -68,6 +68,7 @@ pub struct ShardContext {
 
 /// What one shard counted. Every field is a plain counter so shards sum up.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShardStats {
     /// Connections accepted.
     pub accepted: u64,

@@ -44,6 +44,32 @@ pub fn run_load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
 /// Runs `cfg` until it completes or `stop` fires (Ctrl-C, a supervising harness). A
 /// stopped run still reports what it measured, with `interrupted` set.
 pub fn run_load_until(cfg: &LoadConfig, stop: &StopSignal) -> Result<LoadReport, LoadError> {
+    run_load_observed(cfg, stop, &NoObserver)
+}
+
+/// Told when the measured window opens (the warmup is over) and closes (the duration is
+/// over), from the thread that runs the load, at the instants the client threads use. A
+/// supervisor samples the server there, so its cost covers exactly what was measured.
+pub trait WindowObserver: Sync {
+    /// The measured window opens.
+    fn window_start(&self);
+    /// The measured window closes (or the run was stopped inside it).
+    fn window_end(&self);
+}
+
+struct NoObserver;
+
+impl WindowObserver for NoObserver {
+    fn window_start(&self) {}
+    fn window_end(&self) {}
+}
+
+/// Like [`run_load_until`], and tells `observer` when the measured window opens and closes.
+pub fn run_load_observed(
+    cfg: &LoadConfig,
+    stop: &StopSignal,
+    observer: &dyn WindowObserver,
+) -> Result<LoadReport, LoadError> {
     cfg.validate()?;
     backend_api::runner::check_cores(&cfg.cores)
         .map_err(|e| LoadError::Config(format!("--cores: {e}")))?;
@@ -70,13 +96,18 @@ pub fn run_load_until(cfg: &LoadConfig, stop: &StopSignal) -> Result<LoadReport,
     }
 
     let spread = matches!(cfg.target, std::net::SocketAddr::V4(a) if a.ip().is_loopback());
+    // Internal failures fire `abort`, never the caller's `stop`, which may be shared
+    // with the rest of a `harness compare` run.
+    let abort = StopSignal::new().map_err(|e| LoadError::setup("creating the abort eventfd", e))?;
     let shared = Arc::new(RunShared {
         cfg: cfg.clone(),
         spread,
         work: workloads::Shared::new(cfg),
         stop: stop.clone(),
+        abort: abort.clone(),
     });
     let plans = plans(cfg, threads);
+    let threads = plans.len();
     // Every thread plus this one: `ready` once connections are established, `go` once
     // the shared start time is set.
     let ready = Arc::new(Barrier::new(threads + 1));
@@ -107,7 +138,7 @@ pub fn run_load_until(cfg: &LoadConfig, stop: &StopSignal) -> Result<LoadReport,
                     });
                 if prepared.is_err() {
                     failed.store(true, Ordering::SeqCst);
-                    shared.stop.fire();
+                    shared.abort.fire();
                 }
                 ready.wait();
                 go.wait();
@@ -117,7 +148,7 @@ pub fn run_load_until(cfg: &LoadConfig, stop: &StopSignal) -> Result<LoadReport,
                     .map(|g| g.unwrap_or_else(Instant::now))
                     .unwrap_or_else(|_| Instant::now());
                 catch_unwind(AssertUnwindSafe(|| worker.run(start))).unwrap_or_else(|p| {
-                    shared.stop.fire();
+                    shared.abort.fire();
                     Err(LoadError::Panicked {
                         thread,
                         message: panic_message(&*p),
@@ -137,6 +168,9 @@ pub fn run_load_until(cfg: &LoadConfig, stop: &StopSignal) -> Result<LoadReport,
         }
     }
     ready.wait();
+    if failed.load(Ordering::SeqCst) {
+        abort.fire();
+    }
     let establish_s = t_spawn.elapsed().as_secs_f64();
     let start = Instant::now();
     let started_at_unix_s = SystemTime::now()
@@ -146,6 +180,22 @@ pub fn run_load_until(cfg: &LoadConfig, stop: &StopSignal) -> Result<LoadReport,
         *g = Some(start);
     }
     go.wait();
+    // Sleeps until `until`, waking often enough to notice a stop; false when stopped.
+    let wait_until = |until: Instant| loop {
+        let now = Instant::now();
+        if now >= until {
+            return true;
+        }
+        if stop.is_fired() || abort.is_fired() {
+            return false;
+        }
+        std::thread::sleep((until - now).min(std::time::Duration::from_millis(5)));
+    };
+    if wait_until(start + cfg.warmup) {
+        observer.window_start();
+        wait_until(start + cfg.warmup + cfg.duration);
+        observer.window_end();
+    }
 
     let mut results = Vec::with_capacity(threads);
     let mut first_err = None;

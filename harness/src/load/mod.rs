@@ -40,7 +40,7 @@ pub use config::{
     LoadConfig, Workload, MAX_CONNECTIONS, MAX_DEPTH, MAX_DURATION, MAX_IDLE, MAX_INFLIGHT_BYTES,
     MAX_RATE, MAX_SIZE, MAX_WARMUP,
 };
-pub use engine::{run_load, run_load_until, ENGINE};
+pub use engine::{run_load, run_load_observed, run_load_until, WindowObserver, ENGINE};
 pub use error::{errno_name, ClientError, LoadError};
 pub use histogram::{fmt_ns, LatencySummary, NsHistogram, SerializedHistogram, HDR_ENCODING};
 pub use json::{read_report, write_report};

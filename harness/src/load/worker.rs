@@ -203,7 +203,10 @@ pub(crate) struct RunShared {
     pub cfg: LoadConfig,
     pub spread: bool,
     pub work: workloads::Shared,
+    /// The caller's stop signal (Ctrl-C, a supervising harness).
     pub stop: StopSignal,
+    /// Fired by the engine when a thread fails: the others stop too.
+    pub abort: StopSignal,
 }
 
 pub(crate) struct Worker<'a> {
@@ -263,8 +266,10 @@ impl<'a> Worker<'a> {
             )));
         }
         let ep = Epoll::new().map_err(|e| LoadError::setup("creating an epoll instance", e))?;
-        ep.add(sh.stop.as_raw_fd(), EV_IN, STOP_TOKEN)
-            .map_err(|e| LoadError::setup("watching the stop signal", e))?;
+        for signal in [&sh.stop, &sh.abort] {
+            ep.add(signal.as_raw_fd(), EV_IN, STOP_TOKEN)
+                .map_err(|e| LoadError::setup("watching the stop signal", e))?;
+        }
         let n = plan.active + plan.idle;
         let mut conns = Vec::with_capacity(n);
         for i in 0..n {

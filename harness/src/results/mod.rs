@@ -14,11 +14,16 @@ use serde::{Deserialize, Serialize};
 
 pub use write::{read_results, write_atomic};
 
+/// The JSON Schema of results files, as committed in `harness/schema/results.schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(ResultsFile)).unwrap_or_default()
+}
+
 /// Version of this schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One `harness compare` run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ResultsFile {
     /// [`SCHEMA_VERSION`] of the writer.
     pub schema_version: u32,
@@ -39,7 +44,7 @@ pub struct ResultsFile {
 }
 
 /// Where a run stands.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum RunState {
     /// Cells are still being measured (or the writer died without saying).
@@ -54,7 +59,7 @@ pub enum RunState {
 }
 
 /// What a run set out to measure.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plan {
     /// Suite name ("default", "quick", or the suite file's path).
     pub suite: String,
@@ -69,7 +74,7 @@ pub struct Plan {
 }
 
 /// A backend that was not measured, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SkippedBackend {
     /// Backend name.
     pub name: String,
@@ -78,7 +83,7 @@ pub struct SkippedBackend {
 }
 
 /// The environment of a run: enough to reproduce it or to distrust it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Manifest {
     /// Host name.
     pub hostname: String,
@@ -115,7 +120,7 @@ pub struct Manifest {
 }
 
 /// One measurement: one backend, one workload, one repeat.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Cell {
     /// Series group for tables and plots: cells with the same group and workload shape are
     /// compared (e.g. "echo-64B", "http-d16", "idle-sweep").
@@ -145,7 +150,7 @@ pub struct Cell {
 }
 
 /// How a cell ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum CellStatus {
     /// Measured.
@@ -165,7 +170,19 @@ pub enum CellStatus {
 }
 
 /// Workload kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkloadKind {
     /// Ping-pong echo.
@@ -194,7 +211,7 @@ impl WorkloadKind {
 }
 
 /// A workload and its parameters, identical for every backend in a cell group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WorkloadSpec {
     /// Which workload.
     pub kind: WorkloadKind,
@@ -215,7 +232,7 @@ pub struct WorkloadSpec {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Percentiles {
     /// Median.
     pub p50: f64,
@@ -232,7 +249,7 @@ pub struct Percentiles {
 }
 
 /// What the load generator measured in one cell.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClientMeasure {
     /// Requests (or echo messages) completed in the measured window.
     pub requests: u64,
@@ -280,7 +297,7 @@ pub struct ClientMeasure {
 }
 
 /// What the server process spent over the measured window.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServerCost {
     /// User CPU seconds of the server process (all threads).
     pub cpu_user_s: f64,
@@ -308,8 +325,9 @@ pub struct ServerCost {
     pub rss_peak_bytes: u64,
     /// RSS at the end of the window minus RSS before connections opened, per connection.
     pub rss_per_conn_bytes: Option<f64>,
-    /// Kernel socket memory (/proc/net/sockstat "mem" pages × page size) during the window,
-    /// system-wide.
+    /// Growth of kernel TCP socket memory (/proc/net/sockstat "mem" pages × page size) from
+    /// before the cell's connections opened to the end of the window. System-wide: on
+    /// loopback it covers both ends of every connection.
     pub kernel_sock_mem_bytes: Option<u64>,
     /// The server's own counters for the whole run of the process.
     pub stats: Option<backend_api::ShardStats>,

@@ -1,0 +1,3 @@
+//! The shared conformance suite, run against the glommio backend.
+
+backend_conformance::suite!(backend_glommio::Glommio);

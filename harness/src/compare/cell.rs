@@ -1,0 +1,299 @@
+//! One cell: start the server, measure its cost over the load's measured window, stop it.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use backend_api::StopSignal;
+
+use super::cost::{self, ProcSnapshot, SyscallCounter};
+use super::server::{ServerProcess, ServerSpec};
+use super::suite::PlannedCell;
+use crate::load::{LoadConfig, LoadReport, WindowObserver, Workload};
+use crate::results::{Cell, CellStatus, ClientMeasure, Percentiles, ServerCost, WorkloadKind};
+
+/// How long a server may take to stop after its stdin closes.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything one cell needs.
+pub struct CellJob<'a> {
+    pub exe: &'a Path,
+    pub backend: &'a str,
+    pub shape: &'a PlannedCell,
+    pub repeat: u32,
+    pub server_cores: &'a [usize],
+    pub client_cores: &'a [usize],
+    pub stop: &'a StopSignal,
+    pub ready_timeout: Duration,
+}
+
+/// Takes the server's snapshots at the edges of the measured window.
+struct ServerWindow {
+    pid: u32,
+    counter: Option<SyscallCounter>,
+    start: Mutex<Option<(ProcSnapshot, Option<u64>)>>,
+    end: Mutex<Option<(ProcSnapshot, Option<u64>, Option<u64>)>>,
+}
+
+impl WindowObserver for ServerWindow {
+    fn window_start(&self) {
+        if let Some(c) = &self.counter {
+            let _ = c.start();
+        }
+        let snap = cost::snapshot(self.pid).ok();
+        *self.start.lock().unwrap_or_else(|p| p.into_inner()) =
+            snap.map(|s| (s, cost::sockstat_tcp_mem_bytes()));
+    }
+
+    fn window_end(&self) {
+        let snap = cost::snapshot(self.pid).ok();
+        let syscalls = self.counter.as_ref().and_then(|c| c.stop().ok());
+        *self.end.lock().unwrap_or_else(|p| p.into_inner()) =
+            snap.map(|s| (s, syscalls, cost::sockstat_tcp_mem_bytes()));
+    }
+}
+
+fn workload(kind: WorkloadKind) -> Workload {
+    match kind {
+        WorkloadKind::Echo => Workload::Echo,
+        WorkloadKind::Http => Workload::Http,
+        WorkloadKind::Churn => Workload::Churn,
+        WorkloadKind::Stream => Workload::Stream,
+        WorkloadKind::Idle => Workload::Idle,
+    }
+}
+
+/// Runs one cell; never fails: what goes wrong is recorded in the cell.
+pub fn run(job: &CellJob<'_>) -> Cell {
+    let t0 = Instant::now();
+    let w = &job.shape.workload;
+    let mut cell = Cell {
+        group: job.shape.group.clone(),
+        backend: job.backend.to_string(),
+        workload: w.clone(),
+        repeat: job.repeat,
+        server_cores: job.server_cores.to_vec(),
+        client_cores: job.client_cores.to_vec(),
+        started_at: super::chrono_now(),
+        wall_s: 0.0,
+        status: CellStatus::Ok,
+        client: None,
+        server: None,
+        load_raw: None,
+    };
+    let kind = workload(w.kind);
+    let spec = ServerSpec {
+        exe: job.exe.to_path_buf(),
+        backend: job.backend.to_string(),
+        service: kind.service().as_str().to_string(),
+        cores: crate::cores::format_core_list(job.server_cores),
+        extra_args: Vec::new(),
+        env: Vec::new(),
+    };
+    let fail = |cell: &mut Cell, reason: String, stderr_tail: String| {
+        cell.status = CellStatus::Failed {
+            reason,
+            stderr_tail,
+        };
+    };
+    let mut server = match ServerProcess::start(&spec, job.ready_timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            fail(&mut cell, format!("{e:#}"), String::new());
+            cell.wall_s = t0.elapsed().as_secs_f64();
+            return cell;
+        }
+    };
+    let before = cost::snapshot(server.pid()).ok();
+    let sock_before = cost::sockstat_tcp_mem_bytes();
+    let (counter, syscalls_absent) = match SyscallCounter::open(server.pid()) {
+        Ok(c) => (Some(c), None),
+        Err(why) => (None, Some(why)),
+    };
+    let window = ServerWindow {
+        pid: server.pid(),
+        counter,
+        start: Mutex::new(None),
+        end: Mutex::new(None),
+    };
+    let mut cfg = LoadConfig::new(server.addr, kind);
+    cfg.connections = w.connections as usize;
+    cfg.depth = w.depth as usize;
+    cfg.size = w.size as usize;
+    cfg.rate = w.rate;
+    cfg.duration = Duration::from_secs_f64(w.duration_s);
+    cfg.warmup = Duration::from_secs_f64(w.warmup_s);
+    cfg.cores = job.client_cores.to_vec();
+    cfg.idle = w.idle.unwrap_or(0) as usize;
+
+    // Watchdog: a cell that runs far past its planned time is stopped and its server killed.
+    let budget =
+        Duration::from_secs_f64(w.warmup_s + w.duration_s + 30.0 + cfg.idle as f64 / 2000.0);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (done, timed_out, stop) = (done.clone(), timed_out.clone(), job.stop.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while start.elapsed() < budget {
+                if done.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.fire();
+        });
+    }
+    let load = crate::load::run_load_observed(&cfg, job.stop, &window);
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let alive = server.is_alive();
+    if !alive || timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+        let why = if alive {
+            format!("cell exceeded its time budget of {budget:.0?}; server killed")
+        } else {
+            "server exited during the load (crashed?)".to_string()
+        };
+        server.kill();
+        fail(&mut cell, why, server.stderr_tail());
+        cell.wall_s = t0.elapsed().as_secs_f64();
+        return cell;
+    }
+    let report = match load {
+        Ok(r) => r,
+        Err(e) => {
+            let tail = server.stderr_tail();
+            server.kill();
+            fail(&mut cell, format!("load generator: {e}"), tail);
+            cell.wall_s = t0.elapsed().as_secs_f64();
+            return cell;
+        }
+    };
+    let tail = server.stderr_tail();
+    let stats = match server.stop(STOP_TIMEOUT) {
+        Ok(r) => Some(r.total),
+        Err(e) => {
+            fail(&mut cell, format!("{e:#}"), tail.clone());
+            None
+        }
+    };
+    let client = client_measure(&report);
+    let requests = client.requests.max(1) as f64;
+    let start = window
+        .start
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let end = window.end.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let (Some((s0, sock0)), Some((s1, syscalls, sock1))) = (start, end) {
+        let (user, sys) = (s1.user_s - s0.user_s, s1.sys_s - s0.sys_s);
+        let ctx = (
+            s1.ctx_voluntary.saturating_sub(s0.ctx_voluntary),
+            s1.ctx_involuntary.saturating_sub(s0.ctx_involuntary),
+        );
+        let conns = (w.connections as u64 + w.idle.unwrap_or(0) as u64).max(1) as f64;
+        cell.server = Some(ServerCost {
+            cpu_user_s: user,
+            cpu_sys_s: sys,
+            cpu_user_us_per_req: user * 1e6 / requests,
+            cpu_sys_us_per_req: sys * 1e6 / requests,
+            cpu_busy: (user + sys) / report.measured_s.max(1e-9),
+            syscalls,
+            syscalls_per_req: syscalls.map(|n| n as f64 / requests),
+            syscalls_absent: if syscalls.is_some() {
+                None
+            } else {
+                syscalls_absent.or(Some("counter could not be read".into()))
+            },
+            ctx_voluntary: ctx.0,
+            ctx_involuntary: ctx.1,
+            ctx_per_req: (ctx.0 + ctx.1) as f64 / requests,
+            rss_peak_bytes: s1.rss_peak,
+            rss_per_conn_bytes: before.map(|b| s1.rss.saturating_sub(b.rss) as f64 / conns),
+            kernel_sock_mem_bytes: sock1
+                .or(sock0)
+                .zip(sock_before)
+                .map(|(during, base)| during.saturating_sub(base)),
+            stats,
+        });
+    }
+    // A backend that could not hold the connections is recorded as unable, not as slow.
+    let requested = client.connections_requested;
+    if cell.status == CellStatus::Ok && client.connections_established < requested {
+        cell.status = CellStatus::Unsupported {
+            reason: format!(
+                "held {} of {requested} connections{}",
+                client.connections_established,
+                tail.lines()
+                    .last()
+                    .map(|l| format!("; server said: {l}"))
+                    .unwrap_or_default()
+            ),
+        };
+    }
+    cell.load_raw = serde_json::to_value(&report).ok();
+    cell.client = Some(client);
+    cell.wall_s = t0.elapsed().as_secs_f64();
+    cell
+}
+
+fn pct(s: &crate::load::LatencySummary) -> Percentiles {
+    let us = |ns: u64| ns as f64 / 1000.0;
+    Percentiles {
+        p50: us(s.p50_ns),
+        p90: us(s.p90_ns),
+        p99: us(s.p99_ns),
+        p999: us(s.p99_9_ns),
+        max: us(s.max_ns),
+        mean: s.mean_ns / 1000.0,
+    }
+}
+
+/// Re-encodes a nanosecond histogram in microseconds (the results schema's unit).
+fn hist_us(s: &crate::load::LatencySummary) -> Option<String> {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+    let ns = s.hdr.decode().ok()?;
+    let mut us = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).ok()?;
+    for v in ns.iter_recorded() {
+        us.saturating_record_n((v.value_iterated_to() / 1000).max(1), v.count_at_value());
+    }
+    let mut buf = Vec::new();
+    V2DeflateSerializer::new().serialize(&us, &mut buf).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(buf))
+}
+
+/// Maps the load generator's report onto the results schema's client view.
+pub fn client_measure(r: &LoadReport) -> ClientMeasure {
+    let open = r.schedule.is_some();
+    ClientMeasure {
+        requests: r.requests.completed,
+        duration_s: r.measured_s,
+        throughput_rps: r.throughput.requests_per_s,
+        mbps_out: r.throughput.mb_per_s_out,
+        mbps_in: r.throughput.mb_per_s_in,
+        latency_us: pct(&r.latency),
+        latency_uncorrected_us: r.latency_uncorrected.as_ref().map(pct),
+        histogram: (r.latency.count > 0).then(|| hist_us(&r.latency)).flatten(),
+        histogram_uncorrected: r.latency_uncorrected.as_ref().and_then(hist_us),
+        target_rate: r.schedule.as_ref().map(|s| s.target_rate),
+        achieved_rate: r
+            .schedule
+            .as_ref()
+            .map_or(r.throughput.requests_per_s, |s| s.achieved_rate),
+        schedule_lag_p99_us: r
+            .schedule
+            .as_ref()
+            .filter(|_| open)
+            .map(|s| s.lag.p99_ns as f64 / 1000.0),
+        client_cpu_util: r.threads.iter().map(|t| t.cpu_busy).collect(),
+        client_bound: r.client_bound,
+        connections_requested: r.connections.requested,
+        connections_established: r.connections.established,
+        connect_latency_us: (r.connect_latency.count > 0).then(|| pct(&r.connect_latency)),
+        connections_per_s: r.throughput.connections_per_s,
+        idle_establish_s: r.idle.as_ref().map(|i| i.establish_s),
+        errors: r.errors.clone(),
+        engine: r.engine.clone(),
+    }
+}

@@ -1,0 +1,395 @@
+//! `harness compare`: the one command that runs a fair comparison and keeps every number
+//! it measures.
+//!
+//! For every cell (backend × workload × repeat, repeats interleaved across backends) it
+//! starts the backend as a child `harness serve` pinned to the server cores, drives it
+//! from this process pinned to the client cores, takes the server's cost over the measured
+//! window only, stops the server, and rewrites the results file atomically.
+
+mod cell;
+pub mod cost;
+mod manifest;
+pub mod server;
+pub mod suite;
+mod summary;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use backend_api::runner::usable_cores;
+use backend_api::StopSignal;
+use clap::Args;
+
+use crate::results::{
+    write_atomic, Plan, ResultsFile, RunState, SkippedBackend, WorkloadKind, SCHEMA_VERSION,
+};
+use crate::sysinfo::{auto_split, check_split, SysRoot};
+use suite::Suite;
+
+/// Options of `harness compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Run the quick suite (every workload once, short): under a minute on 2 cores.
+    #[arg(long, conflicts_with = "suite")]
+    pub quick: bool,
+    /// Run a suite file (TOML; see suites/ for the built-in ones and an example for
+    /// benchmark boxes).
+    #[arg(long, value_name = "FILE")]
+    pub suite: Option<PathBuf>,
+    /// Backends to compare, comma-separated (default: the suite's list, else every backend
+    /// available here; see `harness list`).
+    #[arg(long, value_name = "LIST")]
+    pub backends: Option<String>,
+    /// Only these workloads, comma-separated: echo, http, churn, stream, idle.
+    #[arg(long, value_name = "LIST")]
+    pub workloads: Option<String>,
+    /// Repeats per cell (default: the suite's, 3 for the default suite).
+    #[arg(long)]
+    pub repeats: Option<u32>,
+    /// CPUs for the server under test, e.g. 0 or 0-7 (default: half the usable cores,
+    /// SMT siblings kept together).
+    #[arg(long, value_name = "LIST")]
+    pub server_cores: Option<String>,
+    /// CPUs for the load generator (default: the other half).
+    #[arg(long, value_name = "LIST")]
+    pub client_cores: Option<String>,
+    /// Directory for the results file (and plots/ beside it).
+    #[arg(long, value_name = "DIR", default_value = "results")]
+    pub out: PathBuf,
+    /// Do not render plots at the end.
+    #[arg(long)]
+    pub no_plots: bool,
+    /// Seconds a server may take to print READY before its cell is marked failed.
+    #[arg(long, default_value_t = 15.0, hide = true)]
+    pub ready_timeout: f64,
+}
+
+/// Runs `harness compare`. Returns an error (exit 1) when interrupted, after writing.
+pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let suite = match (&args.suite, args.quick) {
+        (Some(path), _) => Suite::load(path)?,
+        (None, true) => Suite::parse(suite::QUICK_SUITE, "quick")?,
+        (None, false) => Suite::parse(suite::DEFAULT_SUITE, "default")?,
+    };
+    let mut cells = suite.cells.clone();
+    if let Some(list) = &args.workloads {
+        let wanted = parse_workloads(list)?;
+        cells.retain(|c| wanted.contains(&c.workload.kind));
+        if cells.is_empty() {
+            bail!("suite {} has no cells for --workloads {list}", suite.name);
+        }
+    }
+    if let Some(r) = args.repeats {
+        anyhow::ensure!(r >= 1, "--repeats must be at least 1");
+        for c in &mut cells {
+            c.repeats = r;
+        }
+    }
+
+    // Backends: named ones must exist; unavailable ones are skipped with their reason.
+    let registry = crate::registry::all();
+    let names: Vec<String> = match (&args.backends, &suite.backends) {
+        (Some(list), _) => list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect(),
+        (None, Some(list)) => list.clone(),
+        (None, None) => registry.iter().map(|b| b.name().to_string()).collect(),
+    };
+    let mut backends = Vec::new();
+    let mut skipped = Vec::new();
+    let mut io_uring = BTreeMap::new();
+    for name in &names {
+        let b = crate::registry::find(name).context("--backends")?;
+        match b.probe() {
+            Ok(()) => {
+                io_uring.insert(name.clone(), "available".to_string());
+                backends.push(name.clone());
+            }
+            Err(u) => {
+                eprintln!("skipping {name}: unsupported here: {u}");
+                io_uring.insert(name.clone(), format!("unsupported: {u}"));
+                skipped.push(SkippedBackend {
+                    name: name.clone(),
+                    reason: u.reason,
+                });
+            }
+        }
+    }
+    if backends.is_empty() {
+        bail!("no backend to compare: every one named is unsupported here (see `harness list`)");
+    }
+    let io_uring = io_uring
+        .into_iter()
+        .filter(|(k, _)| k.contains("uring") || k == "glommio")
+        .collect();
+
+    // Cores.
+    let sys = SysRoot::default();
+    let usable = usable_cores();
+    let (server_cores, client_cores) = match (&args.server_cores, &args.client_cores) {
+        (None, None) => auto_split(&usable, &sys.smt_groups(&usable))?,
+        (Some(s), Some(c)) => (
+            crate::cores::parse_core_list(s).context("--server-cores")?,
+            crate::cores::parse_core_list(c).context("--client-cores")?,
+        ),
+        (Some(s), None) => {
+            let s = crate::cores::parse_core_list(s).context("--server-cores")?;
+            let c: Vec<usize> = usable.iter().copied().filter(|x| !s.contains(x)).collect();
+            (s, c)
+        }
+        (None, Some(c)) => {
+            let c = crate::cores::parse_core_list(c).context("--client-cores")?;
+            let s: Vec<usize> = usable.iter().copied().filter(|x| !c.contains(x)).collect();
+            (s, c)
+        }
+    };
+    check_split(&server_cores, &client_cores, &usable)?;
+    for c in &cells {
+        if let Some(n) = c.server_cores {
+            anyhow::ensure!(
+                n <= server_cores.len(),
+                "suite cell {} asks for {n} server cores but only {} are given (--server-cores)",
+                c.group,
+                server_cores.len()
+            );
+        }
+    }
+    crate::rlimit::raise_nofile_to_hard();
+
+    let planned: usize = cells
+        .iter()
+        .map(|c| c.repeats as usize * backends.len())
+        .sum();
+    let started = chrono_now();
+    let path = args.out.join(format!(
+        "compare-{}.json",
+        started
+            .replace([':', '-'], "")
+            .replace('T', "-")
+            .trim_end_matches('Z')
+    ));
+    let mut results = ResultsFile {
+        schema_version: SCHEMA_VERSION,
+        tool: format!("ringside harness {}", env!("CARGO_PKG_VERSION")),
+        started_at: started,
+        finished_at: None,
+        state: RunState::Running,
+        manifest: manifest::collect(&sys, &server_cores, &client_cores, io_uring),
+        plan: Plan {
+            suite: args
+                .suite
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| suite.name.clone()),
+            repeats: cells.iter().map(|c| c.repeats).max().unwrap_or(1),
+            backends: backends.clone(),
+            skipped_backends: skipped,
+            cells_planned: planned,
+        },
+        cells: Vec::new(),
+    };
+    write_atomic(&path, &results).with_context(|| {
+        format!(
+            "cannot write results under {} (choose another with --out)",
+            args.out.display()
+        )
+    })?;
+    eprintln!("writing results to {}", path.display());
+
+    // Ctrl-C / SIGTERM: stop the current cell, keep what was measured.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let cell_stop = Arc::new(std::sync::Mutex::new(None::<StopSignal>));
+    {
+        let interrupted = Arc::clone(&interrupted);
+        let cell_stop = Arc::clone(&cell_stop);
+        let mut signals = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGTERM,
+        ])
+        .context("installing the Ctrl-C handler")?;
+        std::thread::Builder::new()
+            .name("compare-signals".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    interrupted.store(true, Ordering::SeqCst);
+                    if let Some(s) = cell_stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                        s.fire();
+                    }
+                }
+            })
+            .context("spawning the signal thread")?;
+    }
+
+    let exe = std::env::current_exe().context("locating the harness executable")?;
+    let progress = progress_bar(planned as u64);
+    // Interleave repeats across backends: A B C A B C, so drift hits every backend alike.
+    'cells: for shape in &cells {
+        for repeat in 0..shape.repeats {
+            for backend in &backends {
+                if interrupted.load(Ordering::SeqCst) {
+                    break 'cells;
+                }
+                progress.set_message(format!("{backend} {} r{repeat}", shape.group));
+                let stop = StopSignal::new().context("creating a stop signal")?;
+                *cell_stop.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop.clone());
+                let cores: Vec<usize> = match shape.server_cores {
+                    Some(n) => server_cores[..n].to_vec(),
+                    None => server_cores.clone(),
+                };
+                let job = cell::CellJob {
+                    exe: &exe,
+                    backend,
+                    shape,
+                    repeat,
+                    server_cores: &cores,
+                    client_cores: &client_cores,
+                    stop: &stop,
+                    ready_timeout: std::time::Duration::from_secs_f64(args.ready_timeout),
+                };
+                let measured = cell::run(&job);
+                if interrupted.load(Ordering::SeqCst)
+                    && measured.status != crate::results::CellStatus::Ok
+                {
+                    // The interrupted cell is incomplete: leave it out rather than mark it failed.
+                    break 'cells;
+                }
+                results.cells.push(measured);
+                write_atomic(&path, &results)?;
+                progress.inc(1);
+            }
+        }
+    }
+    progress.finish_and_clear();
+    results.finished_at = Some(chrono_now());
+    let was_interrupted = interrupted.load(Ordering::SeqCst);
+    results.state = if was_interrupted {
+        RunState::Interrupted {
+            reason: "interrupted by signal".into(),
+        }
+    } else {
+        RunState::Complete
+    };
+    write_atomic(&path, &results)?;
+    summary::print(&results, &mut std::io::stdout().lock())?;
+    if !args.no_plots && !results.cells.is_empty() {
+        render_plots(&results, &path);
+    }
+    if was_interrupted {
+        bail!(
+            "interrupted after {} of {planned} cells; results so far are in {}",
+            results.cells.len(),
+            path.display()
+        );
+    }
+    println!("results: {}", path.display());
+    Ok(())
+}
+
+/// Renders the charts beside the results file. A plotting failure is reported but does not
+/// fail the run: the measurements are already safe on disk.
+fn render_plots(results: &ResultsFile, path: &Path) {
+    let dir = crate::plot::default_out_dir(path);
+    match crate::plot::render_all(
+        results,
+        &dir,
+        &[crate::plot::Format::Svg, crate::plot::Format::Png],
+    ) {
+        Ok(files) => eprintln!("{} plot files in {}", files.len(), dir.display()),
+        Err(e) => eprintln!(
+            "warning: plotting failed ({e:#}); the results are intact, retry with: harness plot {}",
+            path.display()
+        ),
+    }
+}
+
+fn parse_workloads(list: &str) -> anyhow::Result<Vec<WorkloadKind>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|w| {
+            [
+                WorkloadKind::Echo,
+                WorkloadKind::Http,
+                WorkloadKind::Churn,
+                WorkloadKind::Stream,
+                WorkloadKind::Idle,
+            ]
+            .into_iter()
+            .find(|k| k.as_str() == w)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "unknown workload '{w}' in --workloads; valid: echo, http, churn, stream, idle"
+                )
+            })
+        })
+        .collect()
+}
+
+fn progress_bar(len: u64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(len),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cells, ETA {eta} — {msg}")
+    {
+        pb.set_style(style);
+    }
+    pb
+}
+
+/// Current UTC time as RFC 3339 (seconds).
+pub fn chrono_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// Formats Unix seconds as RFC 3339 UTC (civil-from-days, no time zone database needed).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn workload_list_errors_list_valid_names() {
+        assert_eq!(
+            parse_workloads("echo, idle").unwrap(),
+            vec![WorkloadKind::Echo, WorkloadKind::Idle]
+        );
+        let e = parse_workloads("echo,ftp").unwrap_err().to_string();
+        assert!(
+            e.contains("'ftp'") && e.contains("valid: echo, http, churn, stream, idle"),
+            "{e}"
+        );
+    }
+}

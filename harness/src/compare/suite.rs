@@ -1,0 +1,332 @@
+//! Suites: which workloads, at which parameters, how long and how often.
+//!
+//! A suite is a list of blocks; each block sweeps the cartesian product of its list-valued
+//! parameters. Built-in suites are TOML too (`suites/*.toml` in the repository, embedded in
+//! the binary), so what `--quick` runs can be read, copied and edited.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::results::{WorkloadKind, WorkloadSpec};
+
+/// The default suite: a complete picture of a small box in about ten minutes.
+pub const DEFAULT_SUITE: &str = include_str!("../../../suites/default.toml");
+/// The quick suite: every workload once, short, under a minute on 2 cores.
+pub const QUICK_SUITE: &str = include_str!("../../../suites/quick.toml");
+
+/// A value or a list of values to sweep.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// One value.
+    One(T),
+    /// A sweep.
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    fn values(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(v) => vec![v.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// A suite file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuiteFile {
+    /// Name shown in results and reports.
+    pub name: String,
+    /// Repeats per cell unless a block says otherwise.
+    #[serde(default = "default_repeats")]
+    pub repeats: u32,
+    /// Measured seconds per cell unless a block says otherwise.
+    #[serde(default = "default_duration")]
+    pub duration: f64,
+    /// Warmup seconds per cell unless a block says otherwise.
+    #[serde(default = "default_warmup")]
+    pub warmup: f64,
+    /// Backends to compare (default: every available one).
+    pub backends: Option<Vec<String>>,
+    /// The blocks.
+    #[serde(rename = "block")]
+    pub blocks: Vec<Block>,
+}
+
+fn default_repeats() -> u32 {
+    3
+}
+fn default_duration() -> f64 {
+    2.0
+}
+fn default_warmup() -> f64 {
+    0.5
+}
+
+/// One block of cells.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Block {
+    /// Series group name; `{size}`, `{depth}`, `{connections}`, `{rate}`, `{idle}`,
+    /// `{server_cores}` are replaced by the cell's values.
+    pub group: String,
+    /// Workload.
+    pub workload: WorkloadKind,
+    /// Active connections.
+    #[serde(default = "one_u32_64")]
+    pub connections: OneOrMany<u32>,
+    /// Requests in flight per connection.
+    #[serde(default = "one_u32_1")]
+    pub depth: OneOrMany<u32>,
+    /// Message size in bytes.
+    #[serde(default = "one_u32_64")]
+    pub size: OneOrMany<u32>,
+    /// Open-loop total rates (req/s); absent = closed loop.
+    pub rate: Option<OneOrMany<f64>>,
+    /// Idle connections (idle workload).
+    pub idle: Option<OneOrMany<u32>>,
+    /// Number of server cores (the first N of the server set); absent = all of them.
+    pub server_cores: Option<OneOrMany<usize>>,
+    /// Overrides the suite's repeats.
+    pub repeats: Option<u32>,
+    /// Overrides the suite's duration.
+    pub duration: Option<f64>,
+    /// Overrides the suite's warmup.
+    pub warmup: Option<f64>,
+}
+
+fn one_u32_64() -> OneOrMany<u32> {
+    OneOrMany::One(64)
+}
+fn one_u32_1() -> OneOrMany<u32> {
+    OneOrMany::One(1)
+}
+
+/// One planned measurement shape (before backends and repeats are multiplied in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedCell {
+    /// Series group.
+    pub group: String,
+    /// Workload and parameters.
+    pub workload: WorkloadSpec,
+    /// Server core count (None = all server cores).
+    pub server_cores: Option<usize>,
+    /// Repeats.
+    pub repeats: u32,
+}
+
+/// A parsed, expanded suite.
+#[derive(Debug, Clone)]
+pub struct Suite {
+    /// Name.
+    pub name: String,
+    /// Backends named by the suite, if any.
+    pub backends: Option<Vec<String>>,
+    /// Every cell shape, in order.
+    pub cells: Vec<PlannedCell>,
+}
+
+impl Suite {
+    /// Parses a suite from TOML text (`origin` names it in errors).
+    pub fn parse(text: &str, origin: &str) -> anyhow::Result<Suite> {
+        let file: SuiteFile =
+            toml::from_str(text).with_context(|| format!("suite {origin} is not valid"))?;
+        file.expand().with_context(|| format!("suite {origin}"))
+    }
+
+    /// Loads a suite file.
+    pub fn load(path: &Path) -> anyhow::Result<Suite> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading suite {}", path.display()))?;
+        Suite::parse(&text, &path.display().to_string())
+    }
+}
+
+impl SuiteFile {
+    fn expand(self) -> anyhow::Result<Suite> {
+        if self.blocks.is_empty() {
+            bail!("has no [[block]]; add at least one (see suites/quick.toml)");
+        }
+        let mut cells = Vec::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            let repeats = b.repeats.unwrap_or(self.repeats);
+            let duration = b.duration.unwrap_or(self.duration);
+            let warmup = b.warmup.unwrap_or(self.warmup);
+            let ctx = || format!("block {} ({})", i + 1, b.group);
+            if repeats == 0 {
+                bail!("{}: repeats must be at least 1", ctx());
+            }
+            if !(duration > 0.0 && duration <= 3600.0) {
+                bail!("{}: duration {duration} s is out of range (0, 3600]", ctx());
+            }
+            if !(0.0..=600.0).contains(&warmup) {
+                bail!("{}: warmup {warmup} s is out of range [0, 600]", ctx());
+            }
+            let rates: Vec<Option<f64>> = match &b.rate {
+                None => vec![None],
+                Some(r) => r.values().into_iter().map(Some).collect(),
+            };
+            let idles: Vec<Option<u32>> = match &b.idle {
+                None => vec![None],
+                Some(v) => v.values().into_iter().map(Some).collect(),
+            };
+            let cores: Vec<Option<usize>> = match &b.server_cores {
+                None => vec![None],
+                Some(v) => v.values().into_iter().map(Some).collect(),
+            };
+            if b.idle.is_some() && b.workload != WorkloadKind::Idle {
+                bail!("{}: `idle` only applies to workload = \"idle\"", ctx());
+            }
+            for &n in &cores {
+                if n == Some(0) {
+                    bail!("{}: server_cores must be at least 1", ctx());
+                }
+            }
+            for connections in b.connections.values() {
+                for depth in b.depth.values() {
+                    for size in b.size.values() {
+                        for &rate in &rates {
+                            for &idle in &idles {
+                                for &sc in &cores {
+                                    if connections == 0 || depth == 0 || size == 0 {
+                                        bail!(
+                                            "{}: connections, depth and size must be at least 1",
+                                            ctx()
+                                        );
+                                    }
+                                    if rate.is_some_and(|r| r <= 0.0) {
+                                        bail!("{}: rate must be above 0 req/s", ctx());
+                                    }
+                                    let group = b
+                                        .group
+                                        .replace("{size}", &size_label(size))
+                                        .replace("{depth}", &depth.to_string())
+                                        .replace("{connections}", &connections.to_string())
+                                        .replace(
+                                            "{rate}",
+                                            &rate.map(|r| format!("{r}")).unwrap_or_default(),
+                                        )
+                                        .replace(
+                                            "{idle}",
+                                            &idle.map(|v| v.to_string()).unwrap_or_default(),
+                                        )
+                                        .replace(
+                                            "{server_cores}",
+                                            &sc.map(|v| v.to_string()).unwrap_or_default(),
+                                        );
+                                    cells.push(PlannedCell {
+                                        group,
+                                        workload: WorkloadSpec {
+                                            kind: b.workload,
+                                            connections,
+                                            depth,
+                                            size,
+                                            rate,
+                                            duration_s: duration,
+                                            warmup_s: warmup,
+                                            idle,
+                                        },
+                                        server_cores: sc,
+                                        repeats,
+                                    });
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Suite {
+            name: self.name,
+            backends: self.backends,
+            cells,
+        })
+    }
+}
+
+/// "64B", "1KiB", "16KiB", "1MiB".
+pub fn size_label(size: u32) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{}MiB", s >> 20),
+        s if s >= 1024 && s % 1024 == 0 => format!("{}KiB", s >> 10),
+        s => format!("{s}B"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_suites_parse() {
+        let d = Suite::parse(DEFAULT_SUITE, "default").unwrap();
+        let q = Suite::parse(QUICK_SUITE, "quick").unwrap();
+        for kind in [
+            WorkloadKind::Echo,
+            WorkloadKind::Http,
+            WorkloadKind::Churn,
+            WorkloadKind::Stream,
+            WorkloadKind::Idle,
+        ] {
+            assert!(
+                d.cells.iter().any(|c| c.workload.kind == kind),
+                "default suite lacks {kind:?}"
+            );
+            assert!(
+                q.cells.iter().any(|c| c.workload.kind == kind),
+                "quick suite lacks {kind:?}"
+            );
+        }
+        assert!(
+            d.cells.iter().any(|c| c.workload.rate.is_some()),
+            "default suite lacks a rate sweep"
+        );
+    }
+
+    #[test]
+    fn sweeps_expand_and_groups_fill_in() {
+        let s = Suite::parse(
+            "name = \"t\"\n[[block]]\ngroup = \"echo-{size}\"\nworkload = \"echo\"\nsize = [64, 1024]\nconnections = [1, 2, 3]\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(s.cells.len(), 6);
+        assert_eq!(s.cells[0].group, "echo-64B");
+        assert_eq!(s.cells[5].group, "echo-1KiB");
+    }
+
+    #[test]
+    fn bad_suites_say_what_is_valid() {
+        let e = format!(
+            "{:#}",
+            Suite::parse(
+                "name = \"t\"\n[[block]]\ngroup = \"g\"\nworkload = \"ftp\"\n",
+                "t"
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("echo") && e.contains("idle"), "{e}");
+        let e = format!(
+            "{:#}",
+            Suite::parse(
+                "name = \"t\"\nbogus = 1\n[[block]]\ngroup = \"g\"\nworkload = \"echo\"\n",
+                "t"
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("bogus") && e.contains("repeats"), "{e}");
+        let e = format!(
+            "{:#}",
+            Suite::parse(
+                "name = \"t\"\n[[block]]\ngroup = \"g\"\nworkload = \"echo\"\nrate = 0\n",
+                "t"
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("rate must be above 0"), "{e}");
+    }
+}
