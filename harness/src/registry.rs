@@ -13,6 +13,9 @@ pub fn all() -> Vec<Arc<dyn Backend>> {
     let mut all: Vec<Arc<dyn Backend>> = vec![
         Arc::new(backend_epoll::EpollEt),
         Arc::new(backend_epoll::EpollLt),
+        Arc::new(backend_uring::Uring),
+        Arc::new(backend_uring::UringMultishot),
+        Arc::new(backend_uring::UringSqpoll),
         Arc::new(backend_glommio::Glommio),
         Arc::new(backend_tokio::Tokio),
         Arc::new(backend_tokio::TokioTpc),

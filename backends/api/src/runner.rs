@@ -263,7 +263,12 @@ pub fn start(
                 return Err(e);
             }
             // A shard thread died before reporting: join says why.
-            Err(_) => return Err(server.join().err().unwrap_or(RunnerError::NoCores)),
+            Err(_) => {
+                return Err(server.join().err().unwrap_or_else(|| RunnerError::Setup {
+                    what: "a shard thread exited before reporting that it was pinned".into(),
+                    source: io::Error::other("no report from the shard thread"),
+                }))
+            }
         }
     }
     Ok(server)
@@ -341,10 +346,11 @@ impl RunningServer {
 
     /// Waits for every shard to exit (after a stop, or after one failed) and sums their
     /// stats. The first failure, by shard index, is returned.
-    pub fn join(self) -> Result<RunReport, RunnerError> {
-        let mut shards = Vec::with_capacity(self.shards.len());
+    pub fn join(mut self) -> Result<RunReport, RunnerError> {
+        let handles = std::mem::take(&mut self.shards);
+        let mut shards = Vec::with_capacity(handles.len());
         let mut first_err = None;
-        for (shard, handle) in self.shards.into_iter().enumerate() {
+        for (shard, handle) in handles.into_iter().enumerate() {
             let outcome = handle.join().unwrap_or_else(|p| {
                 Err(RunnerError::ShardPanicked {
                     backend: self.backend,
@@ -373,6 +379,16 @@ impl RunningServer {
             total,
             shards,
         })
+    }
+}
+
+impl Drop for RunningServer {
+    /// A server dropped without [`RunningServer::stop`] or [`RunningServer::join`] (a
+    /// failed test, an early return) is told to stop, so its shards do not outlive it.
+    fn drop(&mut self) {
+        if !self.shards.is_empty() {
+            self.stop.fire();
+        }
     }
 }
 
@@ -447,6 +463,18 @@ mod tests {
         let report = server.stop().unwrap();
         assert_eq!(report.total.accepted, 2);
         assert_eq!(report.shards.len(), 2);
+    }
+
+    #[test]
+    fn dropping_a_server_stops_its_shards() {
+        let server = start(
+            Arc::new(Faulty("ok")),
+            ServerConfig::new(Service::Echo, cores2()),
+        )
+        .unwrap();
+        let stop = server.stop_signal();
+        drop(server);
+        assert!(stop.is_fired());
     }
 
     #[test]

@@ -1,0 +1,114 @@
+//! What distinguishes the three backends ([`Variant`]) and the knobs they share ([`Tuning`]).
+
+/// Which io_uring feature set a backend uses. One event loop serves all three; the
+/// variant decides how accept and receive are armed and how the ring is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// `uring`: one-shot `Accept` / `Recv` / `Send`, plain ring.
+    OneShot,
+    /// `uring-multishot`: multishot `Accept` and `Recv` with a provided buffer ring,
+    /// `SINGLE_ISSUER` + `DEFER_TASKRUN`.
+    Multishot,
+    /// `uring-sqpoll`: multishot `Accept` and `Recv` with a provided buffer ring, `SQPOLL`;
+    /// `DEFER_TASKRUN` and `COOP_TASKRUN` are refused with `SQPOLL`.
+    Sqpoll,
+}
+
+impl Variant {
+    /// Every variant, in the order `harness list` shows them.
+    pub const ALL: [Variant; 3] = [Variant::OneShot, Variant::Multishot, Variant::Sqpoll];
+
+    /// The backend name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Variant::OneShot => "uring",
+            Variant::Multishot => "uring-multishot",
+            Variant::Sqpoll => "uring-sqpoll",
+        }
+    }
+
+    /// One line for `harness list`.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Variant::OneShot => {
+                "io_uring, one-shot accept/recv/send SQEs, one submit_and_wait per loop turn"
+            }
+            Variant::Multishot => {
+                "io_uring, multishot accept + multishot recv from a provided buffer ring, \
+                 SINGLE_ISSUER + DEFER_TASKRUN"
+            }
+            Variant::Sqpoll => {
+                "io_uring, multishot accept/recv with a buffer ring, SQPOLL thread on the \
+                 shard's core"
+            }
+        }
+    }
+
+    /// True when receives use multishot `Recv` with the provided buffer ring (and accept is
+    /// multishot too).
+    pub const fn multishot(self) -> bool {
+        !matches!(self, Variant::OneShot)
+    }
+
+    /// True when the ring has a kernel SQ polling thread.
+    pub const fn sqpoll(self) -> bool {
+        matches!(self, Variant::Sqpoll)
+    }
+}
+
+/// Where the `uring-sqpoll` SQ thread runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqThread {
+    /// Pinned to the shard's own core (`IORING_SETUP_SQ_AFF`, `sq_thread_cpu = ctx.core`):
+    /// the same core budget as every other backend. The default.
+    SameCore,
+    /// Not pinned: the scheduler places it, usually on another core.
+    Unbound,
+    /// Pinned to this CPU.
+    Cpu(u32),
+}
+
+/// Ring and buffer sizes. The defaults are what the registered backends use; tests shrink
+/// them to force rare paths (a one-entry buffer ring forces `ENOBUFS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuning {
+    /// Submission queue entries (power of two). More SQEs per loop turn than this cost an
+    /// extra `submit` mid-turn, never a lost operation.
+    pub sq_entries: u32,
+    /// Completion queue entries (power of two, at least `sq_entries`). Multishot requests
+    /// end (CQE without `IORING_CQE_F_MORE`) when the CQ is full; they are re-armed.
+    pub cq_entries: u32,
+    /// Provided buffer ring entries for the multishot variants (power of two, ≤ 32768).
+    pub buf_ring_entries: u16,
+    /// Size of each provided buffer; `None` means `limits.read_buffer`.
+    pub buf_size: Option<u32>,
+    /// Smallest per-connection receive buffer of one-shot `uring` (what an idle connection
+    /// pins while its `Recv` is in flight).
+    pub recv_min: u32,
+    /// `uring-sqpoll`: SQ thread placement.
+    pub sq_thread: SqThread,
+    /// `uring-sqpoll`: milliseconds the SQ thread keeps polling after the last submission
+    /// before it sleeps (and the next submission needs a wakeup syscall).
+    pub sq_thread_idle_ms: u32,
+    /// `SO_SNDBUF` for accepted sockets; `None` leaves the kernel's autotuning alone. Tests
+    /// set it small to force short sends.
+    pub send_buffer: Option<u32>,
+}
+
+impl Tuning {
+    /// The defaults of `variant` (today the same for all: each variant reads the fields
+    /// that concern it).
+    pub fn for_variant(variant: Variant) -> Tuning {
+        let _ = variant;
+        Tuning {
+            sq_entries: 1024,
+            cq_entries: 8192,
+            buf_ring_entries: 256,
+            buf_size: None,
+            recv_min: 1024,
+            sq_thread: SqThread::SameCore,
+            sq_thread_idle_ms: 1,
+            send_buffer: None,
+        }
+    }
+}
