@@ -40,41 +40,14 @@ hz=$(getconf CLK_TCK)
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-cpu_ticks() { # utime stime of a pid
-  awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$1/stat"
-}
-
-start_nginx() {
-  port=$1
-  cat >"$work/nginx.conf" <<CONF
-worker_processes 1;
-worker_cpu_affinity $(printf '1%0*d' "$server_core" 0);
-daemon off;
-master_process off;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$port backlog=4096;
-    location / { return 200 "Hello, World!"; }
-  }
-}
-CONF
-  taskset -c "$server_core" nginx -c "$work/nginx.conf" -p "$work" &
-  server_pid=$!
-  for _ in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && return 0; sleep 0.1; done
-  echo "error: nginx did not start; see $work/nginx-error.log" >&2; exit 1
-}
+source "$(dirname "$0")/lib/nginx.sh"
 
 printf '%-16s %10s %9s %9s %9s %10s %8s\n' server req/s "usr µs/r" "sys µs/r" "cpu µs/r" "sysc/req" "busy%"
 port=18080
 for b in "${backends[@]}"; do
   port=$((port + 1))
   if [[ $b == nginx ]]; then
-    start_nginx "$port"
+    start_nginx "$work" "$server_core" "$port"
   else
     coproc SERVER { exec $harness serve --backend "$b" --service http --cores "$server_core" --listen "127.0.0.1:$port"; }
     server_pid=$SERVER_PID

@@ -12,6 +12,8 @@ use super::suite::PlannedCell;
 use crate::load::{LoadConfig, LoadReport, WindowObserver, Workload};
 use crate::results::{Cell, CellStatus, ClientMeasure, Percentiles, ServerCost, WorkloadKind};
 
+/// Descriptors a process needs beyond its connections (epoll, eventfds, stdio, pipes).
+const FD_MARGIN: u64 = 128;
 /// How long a server may take to stop after its stdin closes.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -31,8 +33,17 @@ pub struct CellJob<'a> {
 struct ServerWindow {
     pid: u32,
     counter: Option<SyscallCounter>,
-    start: Mutex<Option<(ProcSnapshot, Option<u64>)>>,
-    end: Mutex<Option<(ProcSnapshot, Option<u64>, Option<u64>)>>,
+    start: Mutex<Option<Edge>>,
+    end: Mutex<Option<Edge>>,
+}
+
+/// The server as seen at one edge of the measured window.
+struct Edge {
+    proc: ProcSnapshot,
+    /// Syscalls counted since the window opened (closing edge only).
+    syscalls: Option<u64>,
+    /// System-wide TCP socket memory.
+    sock: Option<u64>,
 }
 
 impl WindowObserver for ServerWindow {
@@ -41,15 +52,21 @@ impl WindowObserver for ServerWindow {
             let _ = c.start();
         }
         let snap = cost::snapshot(self.pid).ok();
-        *self.start.lock().unwrap_or_else(|p| p.into_inner()) =
-            snap.map(|s| (s, cost::sockstat_tcp_mem_bytes()));
+        *self.start.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
+            proc,
+            syscalls: None,
+            sock: cost::sockstat_tcp_mem_bytes(),
+        });
     }
 
     fn window_end(&self) {
         let snap = cost::snapshot(self.pid).ok();
         let syscalls = self.counter.as_ref().and_then(|c| c.stop().ok());
-        *self.end.lock().unwrap_or_else(|p| p.into_inner()) =
-            snap.map(|s| (s, syscalls, cost::sockstat_tcp_mem_bytes()));
+        *self.end.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
+            proc,
+            syscalls,
+            sock: cost::sockstat_tcp_mem_bytes(),
+        });
     }
 }
 
@@ -81,6 +98,23 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         server: None,
         load_raw: None,
     };
+    // Each connection costs a descriptor in the server and one here. A cell the limits
+    // cannot hold is recorded as such with the fix, not run into EMFILE and charted as slow.
+    let conns = w.connections as u64 + w.idle.unwrap_or(0) as u64;
+    let need = conns + FD_MARGIN;
+    let have = backend_api::rlimit::nofile()
+        .map(|(soft, _)| soft)
+        .unwrap_or(0);
+    if need > have {
+        cell.status = CellStatus::Unsupported {
+            reason: format!(
+                "needs {need} descriptors per process ({conns} connections) but RLIMIT_NOFILE is {have} \
+                 and could not be raised (hard limit; raising it needs root with CAP_SYS_RESOURCE): \
+                 ulimit -Hn {need}; ulimit -n {need}"
+            ),
+        };
+        return cell;
+    }
     let kind = workload(w.kind);
     let spec = ServerSpec {
         exe: job.exe.to_path_buf(),
@@ -185,7 +219,8 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         .unwrap_or_else(|p| p.into_inner())
         .take();
     let end = window.end.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let (Some((s0, sock0)), Some((s1, syscalls, sock1))) = (start, end) {
+    if let (Some(e0), Some(e1)) = (start, end) {
+        let (s0, s1, syscalls) = (e0.proc, e1.proc, e1.syscalls);
         let (user, sys) = (s1.user_s - s0.user_s, s1.sys_s - s0.sys_s);
         let ctx = (
             s1.ctx_voluntary.saturating_sub(s0.ctx_voluntary),
@@ -210,8 +245,9 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             ctx_per_req: (ctx.0 + ctx.1) as f64 / requests,
             rss_peak_bytes: s1.rss_peak,
             rss_per_conn_bytes: before.map(|b| s1.rss.saturating_sub(b.rss) as f64 / conns),
-            kernel_sock_mem_bytes: sock1
-                .or(sock0)
+            kernel_sock_mem_bytes: e1
+                .sock
+                .or(e0.sock)
                 .zip(sock_before)
                 .map(|(during, base)| during.saturating_sub(base)),
             stats,
