@@ -180,13 +180,14 @@ pub fn run_load_observed(
         *g = Some(start);
     }
     go.wait();
-    // Sleeps until `until`, waking often enough to notice a stop; false when stopped.
+    // Sleeps until `until`, waking often enough to notice a stop or that every thread is
+    // done (a request cap ends a run early); false when the run ended first.
     let wait_until = |until: Instant| loop {
         let now = Instant::now();
         if now >= until {
             return true;
         }
-        if stop.is_fired() || abort.is_fired() {
+        if stop.is_fired() || abort.is_fired() || handles.iter().all(|h| h.is_finished()) {
             return false;
         }
         std::thread::sleep((until - now).min(std::time::Duration::from_millis(5)));
