@@ -11,7 +11,7 @@ pub mod cost;
 mod manifest;
 pub mod server;
 pub mod suite;
-mod summary;
+pub mod summary;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -53,11 +53,11 @@ fn line(r: &Row) -> String {
 /// Prints the summary of `results`.
 pub fn print(results: &ResultsFile, out: &mut impl Write) -> std::io::Result<()> {
     let rows = rows(results);
-    let mut group = None;
+    let mut shape = None;
     for r in &rows {
-        if group != Some(&r.group) {
-            group = Some(&r.group);
-            writeln!(out, "\n== {}", r.group)?;
+        if shape != Some((&r.group, &r.shape)) {
+            shape = Some((&r.group, &r.shape));
+            writeln!(out, "\n== {} ({})", r.group, r.shape)?;
             writeln!(
                 out,
                 "{:<16} {:>8} {:^17} {:>9} {:>13} {:>8}",

@@ -22,6 +22,8 @@ pub enum ReportFormat {
     Markdown,
     /// One row per cell, every figure, for spreadsheets and scripts.
     Csv,
+    /// The terminal table `harness compare` prints at the end of a run.
+    Summary,
 }
 
 /// `harness report` options.
@@ -46,6 +48,11 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let results = read_results(&args.results)?;
     let text = match args.format {
         ReportFormat::Csv => csv(&results),
+        ReportFormat::Summary => {
+            let mut buf = Vec::new();
+            crate::compare::summary::print(&results, &mut buf)?;
+            String::from_utf8_lossy(&buf).into_owned()
+        }
         ReportFormat::Markdown => {
             let plots = args
                 .plots

@@ -7,12 +7,17 @@ use super::{CellStatus, ResultsFile};
 pub struct Row {
     /// Series group.
     pub group: String,
+    /// The parameters that tell cells of one group apart ("64 conns", "rate 40000/s",
+    /// "10000 idle"): rows are per group and shape, never across a sweep.
+    pub shape: String,
     /// Backend.
     pub backend: String,
     /// Repeats that measured something.
     pub ok: usize,
-    /// Repeats that failed or could not run (with the first reason).
+    /// Repeats that failed.
     pub failed: usize,
+    /// Repeats the backend could not run (recorded with a reason, not as zero).
+    pub unsupported: usize,
     /// First failure reason, if any.
     pub failure: Option<String>,
     /// Median, min and max throughput (req/s).
@@ -40,12 +45,30 @@ pub fn median(v: &mut [f64]) -> f64 {
     }
 }
 
-/// Rows in plan order: groups as they first appear, backends in legend order.
+/// What tells cells of one group apart.
+fn shape_of(c: &super::Cell) -> String {
+    let w = &c.workload;
+    let mut parts = vec![format!("{} conns", w.connections)];
+    if w.depth > 1 {
+        parts.push(format!("depth {}", w.depth));
+    }
+    if let Some(r) = w.rate {
+        parts.push(format!("rate {r}/s"));
+    }
+    if let Some(i) = w.idle {
+        parts.push(format!("{i} idle"));
+    }
+    parts.push(format!("{} server cores", c.server_cores.len()));
+    parts.join(", ")
+}
+
+/// Rows in plan order: shapes as they first appear, backends in legend order.
 pub fn rows(results: &ResultsFile) -> Vec<Row> {
-    let mut groups: Vec<String> = Vec::new();
+    let mut shapes: Vec<(String, String)> = Vec::new();
     for c in &results.cells {
-        if !groups.contains(&c.group) {
-            groups.push(c.group.clone());
+        let key = (c.group.clone(), shape_of(c));
+        if !shapes.contains(&key) {
+            shapes.push(key);
         }
     }
     let mut backends = results.plan.backends.clone();
@@ -55,12 +78,12 @@ pub fn rows(results: &ResultsFile) -> Vec<Row> {
         }
     }
     let mut out = Vec::new();
-    for g in &groups {
+    for (g, shape) in &shapes {
         for b in &backends {
             let cells: Vec<_> = results
                 .cells
                 .iter()
-                .filter(|c| &c.group == g && &c.backend == b)
+                .filter(|c| &c.group == g && &c.backend == b && &shape_of(c) == shape)
                 .collect();
             if cells.is_empty() {
                 continue;
@@ -111,9 +134,17 @@ pub fn rows(results: &ResultsFile) -> Vec<Row> {
             });
             out.push(Row {
                 group: g.clone(),
+                shape: shape.clone(),
+                unsupported: cells
+                    .iter()
+                    .filter(|c| matches!(c.status, CellStatus::Unsupported { .. }))
+                    .count(),
                 backend: b.clone(),
                 ok: ok.len(),
-                failed: cells.len() - ok.len(),
+                failed: cells
+                    .iter()
+                    .filter(|c| matches!(c.status, CellStatus::Failed { .. }))
+                    .count(),
                 failure,
                 rps: (!rps.is_empty()).then(|| {
                     let lo = rps.iter().copied().fold(f64::INFINITY, f64::min);
