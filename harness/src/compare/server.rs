@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context};
 use backend_api::RunReport;
 
 /// Lines of stderr kept for a failure report.
-const STDERR_TAIL_LINES: usize = 20;
+const STDERR_TAIL_LINES: usize = 40;
 
 /// What the server is asked to run.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct ServerProcess {
     stdin: Option<ChildStdin>,
     lines: Receiver<String>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Disconnects when the stderr reader reached end of file.
+    stderr_eof: Receiver<()>,
     /// Where it listens.
     pub addr: SocketAddr,
 }
@@ -84,11 +86,13 @@ impl ServerProcess {
             })
             .context("spawning the stdout reader")?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let (eof_tx, stderr_eof) = mpsc::channel::<()>();
         {
             let stderr = Arc::clone(&stderr);
             std::thread::Builder::new()
                 .name("server-stderr".into())
                 .spawn(move || {
+                    let _eof = eof_tx;
                     for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
                         let mut tail = stderr.lock().unwrap_or_else(|p| p.into_inner());
                         if tail.len() == STDERR_TAIL_LINES {
@@ -104,6 +108,7 @@ impl ServerProcess {
             stdin,
             lines,
             stderr,
+            stderr_eof,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         };
         let deadline = Instant::now() + ready_timeout;
@@ -144,8 +149,12 @@ impl ServerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Last lines of the server's stderr.
-    pub fn stderr_tail(&self) -> String {
+    /// Last lines of the server's stderr. Once the server has exited, waits (briefly) for
+    /// its last lines to be read: the reason it died is usually the very last one.
+    pub fn stderr_tail(&mut self) -> String {
+        if !self.is_alive() {
+            let _ = self.stderr_eof.recv_timeout(Duration::from_secs(2));
+        }
         let tail = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
         tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
