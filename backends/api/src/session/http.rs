@@ -1,5 +1,7 @@
 //! The HTTP/1.1 plaintext service (TechEmpower "plaintext" shape), parsed with httparse.
 
+use std::mem::MaybeUninit;
+
 use super::{Flow, Session};
 
 /// Largest request head accepted; a longer one is answered with 431 and closed.
@@ -49,9 +51,12 @@ impl HttpSession {
         let mut pos = 0;
         while pos < buf.len() {
             let rest = &buf[pos..];
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(rest) {
+            // Uninitialised header slots: zeroing 64 of them (2 KiB) for every request
+            // cost more than parsing a small request.
+            let mut headers =
+                [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut []);
+            match req.parse_with_uninit_headers(rest, &mut headers) {
                 Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => {
                     return self.refuse(TOO_LARGE, out, buf.len());
                 }
