@@ -5,7 +5,6 @@
 //! the command, each [`Cell`] its workload, cores and repeat, and the raw histograms are
 //! kept so percentiles can be recomputed or merged.
 
-pub mod aggregate;
 mod write;
 
 use std::collections::BTreeMap;
