@@ -213,16 +213,13 @@ pub fn busy_processes(cores: &[usize], sample: std::time::Duration) -> Vec<(u32,
                 .and_then(|(_, r)| r.rsplit_once(')'))
                 .map(|(n, _)| n.to_string())
                 .unwrap_or_default();
-            let Some(rest) = stat.rfind(')').and_then(|i| stat.get(i + 2..)) else {
+            let Some((utime, stime)) = crate::compare::cost::parse_stat_times(&stat) else {
                 continue;
             };
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            let ticks = f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-                + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-            let cpu = f
-                .get(36)
+            let cpu = crate::compare::cost::stat_field(&stat, 36)
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(usize::MAX);
+            let ticks = utime + stime;
             v.push((pid, name, ticks, cpu));
         }
         v

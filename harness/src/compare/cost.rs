@@ -52,12 +52,19 @@ pub fn snapshot_from(dir: &str) -> io::Result<ProcSnapshot> {
     Ok(snap)
 }
 
+/// Field `i` of a /proc/PID/stat line, counting from 0 at the field after the command name
+/// (so `state` is 0, `utime` 11, `stime` 12, `processor` 36).
+pub fn stat_field(stat: &str, i: usize) -> Option<&str> {
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    stat.get(stat.rfind(')')? + 2..)?.split_whitespace().nth(i)
+}
+
 /// utime and stime (clock ticks) from a /proc/PID/stat line.
 pub fn parse_stat_times(stat: &str) -> Option<(u64, u64)> {
-    // The command name may contain spaces and parentheses: fields start after the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?))
+    Some((
+        stat_field(stat, 11)?.parse().ok()?,
+        stat_field(stat, 12)?.parse().ok()?,
+    ))
 }
 
 fn status_kib(status: &str, key: &str) -> u64 {
