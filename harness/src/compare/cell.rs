@@ -163,26 +163,24 @@ pub fn run(job: &CellJob<'_>) -> Cell {
     // Watchdog: a cell that runs far past its planned time is stopped and its server killed.
     let budget =
         Duration::from_secs_f64(w.warmup_s + w.duration_s + 30.0 + cfg.idle as f64 / 2000.0);
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let timed_out = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let (done, timed_out, stop) = (done.clone(), timed_out.clone(), job.stop.clone());
+    // Dropping `done` (the load returned) ends the watchdog; otherwise it fires at the budget.
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = {
+        let stop = job.stop.clone();
         std::thread::spawn(move || {
-            let start = Instant::now();
-            while start.elapsed() < budget {
-                if done.load(std::sync::atomic::Ordering::SeqCst) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            let expired =
+                finished.recv_timeout(budget) == Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+            if expired {
+                stop.fire();
             }
-            timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
-            stop.fire();
-        });
-    }
+            expired
+        })
+    };
     let load = crate::load::run_load_observed(&cfg, job.stop, &window);
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(done);
+    let timed_out = watchdog.join().unwrap_or(false);
     let alive = server.is_alive();
-    if !alive || timed_out.load(std::sync::atomic::Ordering::SeqCst) {
+    if !alive || timed_out {
         let why = if alive {
             format!("cell exceeded its time budget of {budget:.0?}; server killed")
         } else {
