@@ -72,8 +72,7 @@ fn backpressure_then_drain(backend: impl Backend + 'static, edge: bool) {
     const TOTAL: usize = 16 << 20;
     let server = start(backend, Service::Echo, limits(64 << 10, 64 << 10));
     let addr = server.local_addr();
-    let mut slow = connect(addr);
-    small_rcvbuf(&slow, 16 << 10);
+    let mut slow = connect_small_rcvbuf(addr, 16 << 10);
     let data = pattern(TOTAL, 3);
     let mut writer = slow.try_clone().unwrap();
     let sent = data.clone();
@@ -129,8 +128,7 @@ fn lt_backpressure_pauses_resumes_and_drops_epollout() {
 fn paused_connection_does_not_spin(backend: impl Backend + 'static) {
     let server = start(backend, Service::Echo, limits(64 << 10, 64 << 10));
     let addr = server.local_addr();
-    let slow = connect(addr);
-    small_rcvbuf(&slow, 16 << 10);
+    let slow = connect_small_rcvbuf(addr, 16 << 10);
     let mut writer = slow.try_clone().unwrap();
     // More than every buffer on the way can hold, so the socket stays readable.
     let w = std::thread::spawn(move || {
@@ -289,8 +287,7 @@ fn lt_max_connections_pauses_and_resumes_accepting() {
 fn close_after_flush(backend: impl Backend + 'static) {
     let server = start(backend, Service::Http, Limits::default());
     let addr = server.local_addr();
-    let mut c = connect(addr);
-    small_rcvbuf(&c, 4 << 10);
+    let mut c = connect_small_rcvbuf(addr, 4 << 10);
     let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut req = get.repeat(2000);
     req.extend_from_slice(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
@@ -322,8 +319,7 @@ fn lt_close_flushes_then_closes() {
 fn close_lingers_while_peer_sends(backend: impl Backend + 'static) {
     let server = start(backend, Service::Http, Limits::default());
     let addr = server.local_addr();
-    let mut c = connect(addr);
-    small_rcvbuf(&c, 4 << 10);
+    let mut c = connect_small_rcvbuf(addr, 4 << 10);
     let mut stream = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
     stream.extend_from_slice(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
     // In the same write, so part of it is already queued when the session closes.

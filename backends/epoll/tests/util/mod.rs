@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,20 +34,24 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Caps the client's receive buffer (and turns off its autotuning), so a client that does
-/// not read makes the server's writes block early.
-pub fn small_rcvbuf(s: &TcpStream, bytes: libc::c_int) {
-    // SAFETY: passes a live c_int and its size to setsockopt on an open socket.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
+/// A client like [`connect`] whose receive buffer is capped (which also turns off its
+/// autotuning), so a client that does not read makes the server's writes block early.
+///
+/// The cap is set before connecting, as it must be: shrinking SO_RCVBUF on an established
+/// loopback connection leaves a window already advertised for 64 KiB segments that the
+/// buffer can no longer hold. The kernel then drops the segments, both sides back off
+/// exponentially (RTO 26 s seen) and nothing moves for the length of a test.
+pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(bytes)
+        .expect("setsockopt(SO_RCVBUF)");
+    sock.connect(&addr.into()).expect("connect");
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    s.set_write_timeout(Some(GUARD)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
 }
 
 /// Deterministic, position-dependent bytes so a reordered or dropped chunk is caught.
