@@ -213,9 +213,14 @@ fn check_svg(svg: &str, chart: &RenderedChart) {
         }
     }
     if chart.kind == ChartKind::IdleEffect {
-        // Three panels: throughput, p99, memory (RSS solid, socket memory dashed).
+        // Three panels: throughput, p99, memory (RSS solid, kernel slab dashed).
         assert!(lines.values().all(|n| *n > 3), "{}: {lines:?}", chart.name);
         assert!(texts.contains("memory per connection"));
+        assert!(
+            texts.contains("kernel slab growth"),
+            "{}: the dashed line's key names slab growth",
+            chart.name
+        );
     }
 }
 

@@ -42,8 +42,8 @@ struct Edge {
     proc: ProcSnapshot,
     /// Syscalls counted since the window opened (closing edge only).
     syscalls: Option<u64>,
-    /// System-wide TCP socket memory.
-    sock: Option<u64>,
+    /// System-wide kernel memory.
+    kmem: cost::KernelMem,
 }
 
 impl WindowObserver for ServerWindow {
@@ -55,7 +55,7 @@ impl WindowObserver for ServerWindow {
         *self.start.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
             proc,
             syscalls: None,
-            sock: cost::sockstat_tcp_mem_bytes(),
+            kmem: cost::kernel_mem(),
         });
     }
 
@@ -65,7 +65,7 @@ impl WindowObserver for ServerWindow {
         *self.end.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
             proc,
             syscalls,
-            sock: cost::sockstat_tcp_mem_bytes(),
+            kmem: cost::kernel_mem(),
         });
     }
 }
@@ -139,7 +139,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         }
     };
     let before = cost::snapshot(server.pid()).ok();
-    let sock_before = cost::sockstat_tcp_mem_bytes();
+    let kmem_before = cost::kernel_mem();
     let (counter, syscalls_absent) = match SyscallCounter::open(server.pid()) {
         Ok(c) => (Some(c), None),
         Err(why) => (None, Some(why)),
@@ -244,10 +244,16 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             rss_peak_bytes: s1.rss_peak,
             rss_per_conn_bytes: before.map(|b| s1.rss.saturating_sub(b.rss) as f64 / conns),
             kernel_sock_mem_bytes: e1
+                .kmem
                 .sock
-                .or(e0.sock)
-                .zip(sock_before)
+                .or(e0.kmem.sock)
+                .zip(kmem_before.sock)
                 .map(|(during, base)| during.saturating_sub(base)),
+            kernel_slab_bytes: e1
+                .kmem
+                .slab
+                .zip(kmem_before.slab)
+                .map(|(during, base)| during as i64 - base as i64),
             stats,
         });
     }

@@ -76,20 +76,52 @@ fn status_kib(status: &str, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// System-wide TCP socket memory in bytes (/proc/net/sockstat "TCP: … mem N", pages).
-pub fn sockstat_tcp_mem_bytes() -> Option<u64> {
-    let text = fs::read_to_string("/proc/net/sockstat").ok()?;
+/// System-wide kernel memory at one instant: what idle connections cost the kernel.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct KernelMem {
+    /// TCP socket buffer memory (/proc/net/sockstat "TCP: … mem N", pages), bytes. Idle
+    /// sockets hold no buffers, so this stays near 0 for them.
+    pub sock: Option<u64>,
+    /// Slab memory (/proc/meminfo "Slab:"), bytes: where a socket's own structures live
+    /// (tcp_sock, the file, the socket inode and dentry, the epoll item).
+    pub slab: Option<u64>,
+}
+
+/// Reads [`KernelMem`] now.
+pub fn kernel_mem() -> KernelMem {
+    KernelMem {
+        sock: fs::read_to_string("/proc/net/sockstat")
+            .ok()
+            .and_then(|t| parse_sockstat_tcp_pages(&t))
+            // SAFETY: sysconf has no memory-safety preconditions.
+            .map(|pages| pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64),
+        slab: fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|t| parse_meminfo_kib(&t, "Slab:"))
+            .map(|kib| kib * 1024),
+    }
+}
+
+/// The "mem" pages of the "TCP:" line of /proc/net/sockstat.
+fn parse_sockstat_tcp_pages(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("TCP:"))?;
     let mut it = line.split_whitespace();
     while let Some(tok) = it.next() {
         if tok == "mem" {
-            let pages: u64 = it.next()?.parse().ok()?;
-            // SAFETY: sysconf has no memory-safety preconditions.
-            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-            return Some(pages * page);
+            return it.next()?.parse().ok();
         }
     }
     None
+}
+
+/// A "Key:   N kB" value of /proc/meminfo, in KiB.
+fn parse_meminfo_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 const TRACEPOINT_ID_PATHS: [&str; 2] = [
@@ -213,6 +245,20 @@ mod tests {
             "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 100 0 0";
         assert_eq!(parse_stat_times(line), Some((250, 75)));
         assert_eq!(parse_stat_times("garbage"), None);
+    }
+
+    #[test]
+    fn kernel_memory_lines_parse() {
+        let sockstat =
+            "sockets: used 130\nTCP: inuse 5 orphan 0 tw 2 alloc 7 mem 3\nUDP: inuse 1 mem 0\n";
+        assert_eq!(parse_sockstat_tcp_pages(sockstat), Some(3));
+        assert_eq!(parse_sockstat_tcp_pages("UDP: inuse 1 mem 9\n"), None);
+        let meminfo = "MemTotal:       24576000 kB\nSlab:             123456 kB\nSReclaimable:      23456 kB\n";
+        assert_eq!(parse_meminfo_kib(meminfo, "Slab:"), Some(123456));
+        assert_eq!(parse_meminfo_kib(meminfo, "Shmem:"), None);
+        // This machine has both files.
+        let now = kernel_mem();
+        assert!(now.sock.is_some() && now.slab.unwrap() > 0, "{now:?}");
     }
 
     #[test]

@@ -467,6 +467,27 @@ pub(crate) fn rss_per_conn_kib(cell: &Cell) -> Option<f64> {
 /// also counts the client's sockets.
 pub(crate) fn sock_mem_per_conn_kib(cell: &Cell) -> Option<f64> {
     let bytes = cell.server.as_ref()?.kernel_sock_mem_bytes? as f64;
+    per_open_conn_kib(cell, bytes)
+}
+
+/// Kernel slab growth per open connection (active + idle), KiB. System-wide, so on
+/// loopback it covers both ends of each connection. Absent below
+/// [`SLAB_MIN_CONNECTIONS`]: a few dozen connections' slab is lost in the machine's own
+/// allocations.
+pub(crate) fn slab_per_conn_kib(cell: &Cell) -> Option<f64> {
+    let bytes = cell.server.as_ref()?.kernel_slab_bytes? as f64;
+    let conns = u64::from(cell.workload.connections) + u64::from(cell.workload.idle.unwrap_or(0));
+    if conns < SLAB_MIN_CONNECTIONS {
+        return None;
+    }
+    per_open_conn_kib(cell, bytes)
+}
+
+/// Fewest open connections whose slab growth is reported per connection (~8 MB of slab
+/// at ~8 KiB per loopback connection pair).
+pub(crate) const SLAB_MIN_CONNECTIONS: u64 = 1000;
+
+fn per_open_conn_kib(cell: &Cell, bytes: f64) -> Option<f64> {
     let conns = f64::from(cell.workload.connections) + f64::from(cell.workload.idle.unwrap_or(0));
     (conns > 0.0).then(|| bytes / conns / 1024.0)
 }

@@ -60,6 +60,7 @@ const COLUMNS: &[&str] = &[
     "rss_peak_bytes",
     "rss_per_conn_bytes",
     "kernel_sock_mem_bytes",
+    "kernel_slab_bytes",
 ];
 
 /// `results` as CSV: a header, then one row per cell in run order.
@@ -161,8 +162,13 @@ fn row(c: &Cell) -> Vec<String> {
             r.push(s.rss_peak_bytes.to_string());
             r.push(of(s.rss_per_conn_bytes));
             r.push(ou(s.kernel_sock_mem_bytes));
+            r.push(
+                s.kernel_slab_bytes
+                    .map(|v| v.to_string())
+                    .unwrap_or_default(),
+            );
         }
-        None => r.resize(r.len() + 14, String::new()),
+        None => r.resize(r.len() + 15, String::new()),
     }
     r
 }

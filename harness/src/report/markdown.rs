@@ -343,6 +343,9 @@ fn table(
         cols.push(col("RSS/conn", |g| {
             stat_text(g, data::rss_per_conn_kib, |v| format!("{} KiB", num(v)))
         }));
+        cols.push(col("kernel slab/conn", |g| {
+            stat_text(g, data::slab_per_conn_kib, |v| format!("{} KiB", num(v)))
+        }));
     }
     cols.push(Column {
         head: "client-bound",

@@ -328,6 +328,14 @@ pub struct ServerCost {
     /// before the cell's connections opened to the end of the window. System-wide: on
     /// loopback it covers both ends of every connection.
     pub kernel_sock_mem_bytes: Option<u64>,
+    /// Growth of kernel slab memory (/proc/meminfo "Slab:") over the same span: the
+    /// sockets' own structures (tcp_sock, file, inode, dentry, epoll item), which idle
+    /// connections hold while their buffers are empty. System-wide, so it covers both
+    /// ends of every loopback connection and anything else the machine allocated
+    /// meanwhile; may be negative when caches were reclaimed. Absent in files written
+    /// before it was measured.
+    #[serde(default)]
+    pub kernel_slab_bytes: Option<i64>,
     /// The server's own counters for the whole run of the process.
     pub stats: Option<backend_api::ShardStats>,
 }

@@ -307,6 +307,7 @@ impl Builder {
             rss_peak_bytes: (rss_base + p.rss_per_conn * conns) as u64,
             rss_per_conn_bytes: Some(round(p.rss_per_conn * self.rng.jitter(3.0), 1)),
             kernel_sock_mem_bytes: Some((conns * 2.0 * 2300.0 + 1.2e6) as u64 / 4096 * 4096),
+            kernel_slab_bytes: Some((conns * 2.0 * 3900.0 + 3.0e5) as i64),
             stats: None,
         };
         self.cells.push(Cell {
