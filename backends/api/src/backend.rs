@@ -91,6 +91,12 @@ pub struct ShardStats {
     pub backpressure_pauses: u64,
     /// Most connections open at once on this shard.
     pub peak_connections: u64,
+    /// Connections accepted and closed at once, unserved, because the shard could not take
+    /// them (a backend that refuses at its limit rather than leaving connections waiting
+    /// in the backlog: thread per connection at its thread cap). Counted in `accepted`
+    /// and `closed` too.
+    #[serde(default)]
+    pub refused: u64,
 }
 
 impl AddAssign for ShardStats {
@@ -106,5 +112,6 @@ impl AddAssign for ShardStats {
         self.backpressure_pauses += o.backpressure_pauses;
         // Shards hold connections at the same time, so peaks add up (an upper bound).
         self.peak_connections += o.peak_connections;
+        self.refused += o.refused;
     }
 }

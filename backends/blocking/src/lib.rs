@@ -15,8 +15,7 @@
 //! threads ([`thread_cap`]). A connection accepted beyond the cap (or one whose thread
 //! the system refuses to create) is **refused**: closed at once with a reset
 //! (`SO_LINGER` 0, so the client reads `ECONNRESET` rather than a clean end), counted in
-//! [`ShardStats::accept_pauses`] (the shard is at its connection limit, which is what that
-//! counter records) and reported on stderr with the cap and how to change it. The server
+//! [`ShardStats::refused`] and reported on stderr with the cap and how to change it. The server
 //! keeps serving the connections it holds and accepts again as soon as one ends. Unlike
 //! the event-driven backends, which leave connections waiting in the backlog at
 //! `max_connections`, this one refuses them, so a load generator sees the limit instead
@@ -155,7 +154,6 @@ fn accept_loop(ctx: &ShardContext, shard: &Arc<Shared>) -> io::Result<ShardStats
     let cap = thread_cap(&ctx.limits);
     let mut stats = ShardStats::default();
     let mut paused_until: Option<Instant> = None;
-    let mut refused: u64 = 0;
     let mut pfds = [
         libc::pollfd {
             fd: ctx.stop.as_raw_fd(),
@@ -250,8 +248,8 @@ fn accept_loop(ctx: &ShardContext, shard: &Arc<Shared>) -> io::Result<ShardStats
             }
         };
         if let Some(reason) = refusal {
-            refused += 1;
-            stats.accept_pauses += 1;
+            stats.refused += 1;
+            let refused = stats.refused;
             // Log the 1st, 2nd, 4th, 8th... refusal: visible, but no log storm.
             if refused.is_power_of_two() {
                 eprintln!(
@@ -262,10 +260,10 @@ fn accept_loop(ctx: &ShardContext, shard: &Arc<Shared>) -> io::Result<ShardStats
             }
         }
     }
-    if refused > 0 {
+    if stats.refused > 0 {
         eprintln!(
-            "blocking shard {}: refused {refused} connection(s) in all beyond the thread cap of {cap}",
-            ctx.shard
+            "blocking shard {}: refused {} connection(s) in all beyond the thread cap of {cap}",
+            ctx.shard, stats.refused
         );
     }
     Ok(stats)

@@ -50,7 +50,8 @@ fn beyond_the_thread_cap_a_connection_is_reset_and_the_others_are_served() {
 
     let t = server.stop().unwrap().total;
     assert_eq!(t.accepted, 4, "{t:?}");
-    assert_eq!(t.accept_pauses, 1, "one refusal: {t:?}");
+    assert_eq!(t.refused, 1, "one refusal: {t:?}");
+    assert_eq!(t.accept_pauses, 0, "refusing is not pausing: {t:?}");
     assert_eq!(t.closed, 4, "{t:?}");
     assert_eq!(t.peak_connections, 2, "{t:?}");
 }

@@ -327,6 +327,9 @@ async fn serve(
         accept_pauses: c.accept_pauses.get(),
         backpressure_pauses: c.backpressure_pauses.get(),
         peak_connections: c.peak_connections.get(),
+        // Like the other event-driven backends, glommio leaves connections in the backlog
+        // at its limit instead of refusing them.
+        refused: 0,
     })
 }
 
