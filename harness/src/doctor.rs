@@ -33,6 +33,8 @@ pub struct DoctorInputs {
     pub perf: Result<(), String>,
     /// Other processes' CPU use on the chosen cores: (pid, name, share of a core).
     pub busy: Vec<(u32, String, f64)>,
+    /// The libc copy slowdown measured in this process, and GLIBC_TUNABLES as set.
+    pub memcpy: (crate::memcpy::Probe, Option<String>),
 }
 
 fn finding(check: &'static str, ok: bool, detail: String, fix: Option<String>) -> Finding {
@@ -177,6 +179,32 @@ pub fn check(sys: &SysRoot, inp: &DoctorInputs) -> Vec<Finding> {
         },
         Some("stop those processes, or pick other cores with --server-cores/--client-cores".into()),
     ));
+    let (probe, tunables) = &inp.memcpy;
+    let fixed = crate::memcpy::tunables_with_fix(tunables.as_deref()).is_none();
+    out.push(finding(
+        "libc memcpy",
+        !probe.significant() || fixed,
+        format!(
+            "16 KiB memcpy: {:.1} GB/s at 16 B above the source mod 4096, {:.1} GB/s at 256 B \
+             ({:.1}x){}",
+            probe.near_gbps,
+            probe.far_gbps,
+            probe.slowdown(),
+            if probe.significant() && fixed {
+                "; GLIBC_TUNABLES already sets the threshold"
+            } else if probe.significant() {
+                "; rep movsb slowdown (sourceware bug 30994): copy-heavy backends would be \
+                 ranked by where malloc put their buffers. harness compare works around it \
+                 for the servers it starts"
+            } else {
+                ""
+            }
+        ),
+        Some(format!(
+            "{}   (for servers and clients started by hand)",
+            crate::memcpy::export_line()
+        )),
+    ));
     out
 }
 
@@ -270,6 +298,13 @@ mod tests {
             cores: vec![0, 1],
             perf: Err("perf_event_paranoid=3".into()),
             busy: vec![(42, "stress".into(), 0.97)],
+            memcpy: (
+                crate::memcpy::Probe {
+                    near_gbps: 2.5,
+                    far_gbps: 80.0,
+                },
+                None,
+            ),
         }
     }
 
@@ -308,8 +343,9 @@ mod tests {
         assert!(fix("cpu governor").contains("performance"));
         assert!(fix("smt siblings").contains("smt/control"));
         assert!(fix("busy cores").contains("--server-cores"));
+        assert!(fix("libc memcpy").contains("GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold="));
         let mut text = Vec::new();
-        assert_eq!(print(&f, &mut text).unwrap(), 9);
+        assert_eq!(print(&f, &mut text).unwrap(), 10);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -325,6 +361,14 @@ mod tests {
             memlock: (u64::MAX, u64::MAX),
             perf: Ok(()),
             busy: vec![],
+            memcpy: (
+                crate::memcpy::Probe {
+                    near_gbps: 2.5,
+                    far_gbps: 80.0,
+                },
+                // The slowdown is there but the tunable is set: nothing left to fix.
+                Some("glibc.cpu.x86_rep_movsb_threshold=2147483647".into()),
+            ),
             ..inputs()
         };
         let f = check(&sys, &inp);
@@ -372,6 +416,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         busy: busy_processes(&cores, std::time::Duration::from_millis(500)),
         cores,
         perf,
+        memcpy: (crate::memcpy::probe(), std::env::var("GLIBC_TUNABLES").ok()),
     };
     let findings = check(&SysRoot::default(), &inputs);
     let failed = print(&findings, &mut std::io::stdout().lock())?;

@@ -8,6 +8,7 @@ pub mod cores;
 pub mod doctor;
 pub mod faulty;
 pub mod load;
+pub mod memcpy;
 pub mod plot;
 pub mod registry;
 pub mod report;

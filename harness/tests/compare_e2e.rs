@@ -106,6 +106,15 @@ fn quick_compare_of_both_epoll_backends_is_complete_and_valid() {
             && !r.manifest.argv.is_empty()
             && !r.manifest.sysctls.is_empty()
     );
+    // The libc copy check ran, and servers got the tunable exactly when it mattered.
+    let mc = r.manifest.memcpy.as_ref().expect("memcpy check recorded");
+    assert!(mc.near_gbps > 0.0 && mc.far_gbps > 0.0, "{mc:?}");
+    if let Some(t) = &mc.server_glibc_tunables {
+        assert!(
+            mc.slowdown >= 3.0 && t.contains("x86_rep_movsb_threshold="),
+            "{mc:?}"
+        );
+    }
     for c in &r.cells {
         assert_eq!(
             c.status,

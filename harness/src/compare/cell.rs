@@ -27,6 +27,8 @@ pub struct CellJob<'a> {
     pub client_cores: &'a [usize],
     pub stop: &'a StopSignal,
     pub ready_timeout: Duration,
+    /// Environment added to the server's (GLIBC_TUNABLES where libc needs it).
+    pub server_env: &'a [(String, String)],
 }
 
 /// Takes the server's snapshots at the edges of the measured window.
@@ -122,7 +124,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         service: kind.service().as_str().to_string(),
         cores: crate::cores::format_core_list(job.server_cores),
         extra_args: Vec::new(),
-        env: Vec::new(),
+        env: job.server_env.to_vec(),
     };
     let fail = |cell: &mut Cell, reason: String, stderr_tail: String| {
         cell.status = CellStatus::Failed {

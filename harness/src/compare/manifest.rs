@@ -76,6 +76,7 @@ pub fn collect(
             .collect(),
         git_commit: git_commit(),
         argv: std::env::args().collect(),
+        memcpy: None,
     }
 }
 

@@ -62,9 +62,52 @@ pub struct CompareArgs {
     /// Do not render plots at the end.
     #[arg(long)]
     pub no_plots: bool,
+    /// Start the servers with the environment as it is even where this machine's libc
+    /// copies ~30x slower at some buffer distances (see `harness doctor`). By default
+    /// compare raises glibc's rep-movsb threshold for its servers there, so that no backend
+    /// is ranked by where malloc happened to put its buffers; the manifest records it.
+    #[arg(long)]
+    pub keep_libc_memcpy: bool,
     /// Seconds a server may take to print READY before its cell is marked failed.
     #[arg(long, default_value_t = 15.0, hide = true)]
     pub ready_timeout: f64,
+}
+
+/// Probes the libc copy slowdown and decides the servers' extra environment.
+fn memcpy_policy(keep: bool) -> (crate::results::MemcpyCheck, Vec<(String, String)>) {
+    let probe = crate::memcpy::probe();
+    let current = std::env::var("GLIBC_TUNABLES").ok();
+    let fix = if probe.significant() && !keep {
+        crate::memcpy::tunables_with_fix(current.as_deref())
+    } else {
+        None
+    };
+    if probe.significant() {
+        let what = match (&fix, keep) {
+            (Some(_), _) => format!(
+                "servers start with {}={}",
+                crate::memcpy::TUNABLE,
+                crate::memcpy::TUNABLE_VALUE
+            ),
+            (None, true) => "kept as is (--keep-libc-memcpy)".to_string(),
+            (None, false) => "kept as is: GLIBC_TUNABLES already sets the threshold".to_string(),
+        };
+        eprintln!(
+            "note: this machine's memcpy is {:.0}x slower at some buffer distances (see harness \
+             doctor); {what}",
+            probe.slowdown()
+        );
+    }
+    let check = crate::results::MemcpyCheck {
+        near_gbps: probe.near_gbps,
+        far_gbps: probe.far_gbps,
+        slowdown: probe.slowdown(),
+        server_glibc_tunables: fix.clone(),
+    };
+    let env = fix
+        .map(|v| vec![("GLIBC_TUNABLES".to_string(), v)])
+        .unwrap_or_default();
+    (check, env)
 }
 
 /// Runs `harness compare`. Returns an error (exit 1) when interrupted, after writing.
@@ -173,13 +216,17 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             .replace('T', "-")
             .trim_end_matches('Z')
     ));
+    let (memcpy_check, server_env) = memcpy_policy(args.keep_libc_memcpy);
     let mut results = ResultsFile {
         schema_version: SCHEMA_VERSION,
         tool: format!("ringside harness {}", env!("CARGO_PKG_VERSION")),
         started_at: started,
         finished_at: None,
         state: RunState::Running,
-        manifest: manifest::collect(&sys, &server_cores, &client_cores, io_uring),
+        manifest: crate::results::Manifest {
+            memcpy: Some(memcpy_check),
+            ..manifest::collect(&sys, &server_cores, &client_cores, io_uring)
+        },
         plan: Plan {
             suite: args
                 .suite
@@ -250,6 +297,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     client_cores: &client_cores,
                     stop: &stop,
                     ready_timeout: std::time::Duration::from_secs_f64(args.ready_timeout),
+                    server_env: &server_env,
                 };
                 let measured = cell::run(&job);
                 if interrupted.load(Ordering::SeqCst)

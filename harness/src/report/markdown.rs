@@ -157,6 +157,21 @@ fn environment(md: &mut String, r: &ResultsFile) {
     row("rlimits (soft/hard)", kv(&m.rlimits, " "));
     row("io_uring", kv(&m.io_uring, ": "));
     row("crates", kv(&m.crate_versions, " "));
+    if let Some(mc) = &m.memcpy {
+        row(
+            "libc memcpy",
+            format!(
+                "16 KiB: {:.1} GB/s at a 16 B page distance, {:.1} GB/s at 256 B ({:.1}x); servers: {}",
+                mc.near_gbps,
+                mc.far_gbps,
+                mc.slowdown,
+                match &mc.server_glibc_tunables {
+                    Some(t) => format!("GLIBC_TUNABLES={t}"),
+                    None => "environment unchanged".to_string(),
+                }
+            ),
+        );
+    }
     md.push('\n');
 }
 

@@ -116,6 +116,26 @@ pub struct Manifest {
     pub git_commit: Option<String>,
     /// The exact command line.
     pub argv: Vec<String>,
+    /// The libc copy slowdown check (see `harness/src/memcpy.rs`) and what was done about
+    /// it. Absent in files written before it existed.
+    #[serde(default)]
+    pub memcpy: Option<MemcpyCheck>,
+}
+
+/// How this machine's libc copies 16 KiB at an unlucky and a harmless distance, and the
+/// environment the servers got because of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct MemcpyCheck {
+    /// GB/s copying to 16 bytes above the source modulo 4096 (the slow case where it exists).
+    pub near_gbps: f64,
+    /// GB/s copying to 256 bytes above the source modulo 4096.
+    pub far_gbps: f64,
+    /// far / near: about 1 on a machine without the slowdown, ~30 on the reference VM.
+    pub slowdown: f64,
+    /// GLIBC_TUNABLES the servers were started with to avoid the slowdown; None when they
+    /// inherited the environment unchanged (no slowdown, the user set the tunable, or
+    /// `--keep-libc-memcpy`).
+    pub server_glibc_tunables: Option<String>,
 }
 
 /// One measurement: one backend, one workload, one repeat.

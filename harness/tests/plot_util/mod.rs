@@ -549,6 +549,14 @@ pub fn fixture() -> ResultsFile {
                 "--suite".to_string(),
                 "fixture.toml".to_string(),
             ],
+            memcpy: Some(harness::results::MemcpyCheck {
+                near_gbps: 2.6,
+                far_gbps: 80.2,
+                slowdown: 30.8,
+                server_glibc_tunables: Some(
+                    "glibc.cpu.x86_rep_movsb_threshold=2147483647".to_string(),
+                ),
+            }),
         },
         plan: Plan {
             suite: "fixture.toml".to_string(),
