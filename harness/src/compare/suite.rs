@@ -288,6 +288,21 @@ mod tests {
     }
 
     #[test]
+    fn every_committed_suite_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../suites");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let s = Suite::load(&path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                assert!(!s.cells.is_empty(), "{}", path.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 5, "only {n} suites found in {}", dir.display());
+    }
+
+    #[test]
     fn sweeps_expand_and_groups_fill_in() {
         let s = Suite::parse(
             "name = \"t\"\n[[block]]\ngroup = \"echo-{size}\"\nworkload = \"echo\"\nsize = [64, 1024]\nconnections = [1, 2, 3]\n",
