@@ -64,21 +64,10 @@ fn small_output_limit_pauses_reading_and_still_delivers_every_byte() {
         ..Limits::default()
     };
     let server = runner::start(Arc::new(Poll), config).unwrap();
-    let mut s = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    let s = std::net::TcpStream::connect(server.local_addr()).unwrap();
     let msg: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
-    let writer = {
-        let mut s = s.try_clone().unwrap();
-        let msg = msg.clone();
-        std::thread::spawn(move || {
-            s.write_all(&msg).unwrap();
-            s.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    assert!(
-        util::read_to_close(&mut s) == msg,
-        "every byte echoed in order, then closed"
-    );
-    writer.join().unwrap();
+    // Every byte echoed in order, then EOF after the half-close.
+    util::echo_roundtrip(s, Arc::new(msg), 1);
     let t = server.stop().unwrap().total;
     assert_eq!((t.bytes_in, t.bytes_out), (8 << 20, 8 << 20), "{t:?}");
 }

@@ -2,5 +2,6 @@
 #![allow(unused_imports)]
 
 pub use backend_conformance::util::{
-    allowed_cpus, cores_round_robin as cores, echo, read_to_close, served, thread_names,
+    allowed_cpus, cores_round_robin as cores, echo, echo_roundtrip, read_to_close, served,
+    thread_names,
 };
