@@ -16,8 +16,9 @@
 //!
 //! [`probe`] measures the slowdown on this machine. When it is present, `harness compare`
 //! starts its servers with [`TUNABLE`] raised (glibc then copies with vector loops, at full
-//! speed at any distance), records that in the manifest, and `harness doctor` reports it
-//! with the same setting for programs it does not start.
+//! speed at any distance) and records that in the manifest; `harness doctor` reports it
+//! with the same setting for programs it does not start, and `harness serve` started
+//! without it warns on stderr.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -90,6 +91,24 @@ pub fn tunables_with_fix(current: Option<&str>) -> Option<String> {
         Some(c) if c.split(':').any(|kv| kv.split('=').next() == Some(TUNABLE)) => None,
         Some(c) => Some(format!("{c}:{fix}")),
     }
+}
+
+/// A warning for a server about to start in an environment that leaves the slowdown in
+/// place; `None` without probing when GLIBC_TUNABLES already sets [`TUNABLE`] (as
+/// `harness compare` does for its servers), or when the probe finds no slowdown.
+pub fn unfixed_warning() -> Option<String> {
+    let current = std::env::var("GLIBC_TUNABLES").ok();
+    tunables_with_fix(current.as_deref())?;
+    let p = probe();
+    p.significant().then(|| {
+        format!(
+            "this machine's memcpy is {:.0}x slower when the destination lies 1-31 bytes above \
+             the source modulo 4096 (glibc rep movsb); copies of 2 KiB and more (large echo \
+             messages, streams) then cost what the buffers' placement decides. To avoid it: {}",
+            p.slowdown(),
+            export_line()
+        )
+    })
 }
 
 /// The shell line that applies the fix to programs started by hand.

@@ -85,6 +85,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signal_hook::consts::SIGTERM,
     ])
     .context("installing SIGINT/SIGTERM handlers")?;
+    if let Some(w) = crate::memcpy::unfixed_warning() {
+        eprintln!("warning: {w}");
+    }
     let server = runner::start(backend, config)
         .with_context(|| format!("starting backend {}", args.backend))?;
     if let Some(w) = server.backlog().warning() {
