@@ -217,15 +217,17 @@ pub fn served(addr: SocketAddr) -> TcpStream {
     s
 }
 
-/// Reads until the server closes; returns what arrived.
+/// Reads until the server closes (EOF or a reset); returns what arrived. A read
+/// interrupted by a signal (EINTR) is retried, as any client must.
 pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut all = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut buf = [0u8; 16 * 1024];
     loop {
         match stream.read(&mut buf) {
             Ok(0) => return all,
             Ok(n) => all.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return all,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => panic!("read: {e}"),
         }
     }

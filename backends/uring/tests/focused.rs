@@ -122,7 +122,7 @@ fn peer_eof_flushes(v: Variant) {
         w.write_all(&wdata).unwrap();
         shutdown_write(&w);
     });
-    let got = read_to_end_or_reset(&mut s);
+    let got = read_to_close(&mut s);
     writer.join().unwrap();
     assert_eq!(got.len(), total, "every byte echoed before EOF");
     assert!(got == data);
@@ -144,7 +144,7 @@ fn session_close_flushes(v: Variant) {
     }
     req.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     s.write_all(&req).unwrap();
-    let got = String::from_utf8(read_to_end_or_reset(&mut s)).unwrap();
+    let got = String::from_utf8(read_to_close(&mut s)).unwrap();
     assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 51);
     assert!(
         got.ends_with("Connection: close\r\n\r\nHello, World!"),
@@ -197,7 +197,7 @@ fn stale_completions(v: Variant) {
                 s.read_exact(&mut back).unwrap();
                 assert!(back == msg, "round {round}: another connection's bytes");
                 shutdown_write(&s);
-                assert!(read_to_end_or_reset(&mut s).is_empty());
+                assert!(read_to_close(&mut s).is_empty());
             }
             _ => {
                 s.write_all(&msg).unwrap();
@@ -273,10 +273,7 @@ fn shutdown_in_flight(v: Variant) {
         "every connection closed at shutdown"
     );
     for mut s in idle {
-        assert!(
-            read_to_end_or_reset(&mut s).is_empty(),
-            "EOF after shutdown"
-        );
+        assert!(read_to_close(&mut s).is_empty(), "EOF after shutdown");
     }
 }
 

@@ -124,20 +124,8 @@ pub fn echo_verified(s: TcpStream, seed: u64, total: usize, chunk: usize) -> Tcp
     r
 }
 
-/// Reads until EOF (or reset) and returns what arrived.
-pub fn read_to_end_or_reset(s: &mut TcpStream) -> Vec<u8> {
-    let mut v = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return v,
-            Ok(n) => v.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return v,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => panic!("read: {e}"),
-        }
-    }
-}
+#[allow(unused_imports)] // not every test binary that includes this module reads to close
+pub use backend_conformance::util::read_to_close;
 
 /// Half-closes the write side.
 pub fn shutdown_write(s: &TcpStream) {
