@@ -34,6 +34,7 @@ macro_rules! syscall {
 
 mod backend;
 pub mod buffer;
+pub mod epoll;
 mod limits;
 pub mod listener;
 pub mod rlimit;

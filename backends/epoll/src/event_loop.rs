@@ -114,9 +114,8 @@ struct Io {
 impl<T: Trigger> Shard<T> {
     fn serve(&mut self, events: &mut Events) -> io::Result<()> {
         loop {
-            let n = self
-                .epoll
-                .wait(events, self.wait_timeout())
+            let n = events
+                .wait_on(&self.epoll, self.wait_timeout())
                 .map_err(|e| context(e, "epoll_wait"))?;
             self.io.stats.loop_iterations += 1;
             for i in 0..n {

@@ -1,8 +1,9 @@
-//! Thin, safe wrappers over the libc calls this crate makes: the epoll instance, `accept4`,
-//! `read` and `send`. Every `unsafe` pointer argument in the crate is built here.
+//! Thin, safe wrappers over the libc calls this crate makes: the event array, `accept4`,
+//! `read` and `send` (the epoll instance itself is `backend_api::epoll`, shared with the
+//! load generator). Every `unsafe` pointer argument in the crate is built here.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use backend_api::syscall;
 
@@ -23,58 +24,7 @@ pub(crate) const HUP: u32 = libc::EPOLLHUP as u32;
 /// in the field notes) buy little: by 256 the per-call cost is already amortised to noise.
 pub(crate) const MAX_EVENTS: usize = 256;
 
-/// An epoll instance, closed on drop.
-#[derive(Debug)]
-pub(crate) struct Epoll {
-    fd: OwnedFd,
-}
-
-impl Epoll {
-    /// `epoll_create1(EPOLL_CLOEXEC)`.
-    pub(crate) fn new() -> io::Result<Epoll> {
-        let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-        // SAFETY: epoll_create1 just returned this descriptor and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(Epoll { fd })
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        // SAFETY: `ev` is a live, initialised epoll_event for the duration of the call; the
-        // kernel copies it and keeps no pointer. Both fds are open (owned by the caller).
-        syscall!(epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev))?;
-        Ok(())
-    }
-
-    /// Registers `fd` for `events`, reported with `token`.
-    pub(crate) fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
-    }
-
-    /// Replaces the interest of an already registered `fd`. The kernel re-checks readiness,
-    /// so a condition that already holds is reported even in edge-triggered mode.
-    pub(crate) fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
-    }
-
-    /// Waits up to `timeout_ms` (-1: forever) and fills `events`; returns how many are ready.
-    /// `EINTR` returns 0: the caller's loop simply goes round again.
-    pub(crate) fn wait(&self, events: &mut Events, timeout_ms: i32) -> io::Result<usize> {
-        let buf = &mut events.buf;
-        // SAFETY: the pointer and length describe `buf`, a live array of initialised
-        // epoll_events that the kernel may overwrite entirely; nothing else borrows it.
-        match syscall!(epoll_wait(
-            self.fd.as_raw_fd(),
-            buf.as_mut_ptr(),
-            buf.len() as libc::c_int,
-            timeout_ms
-        )) {
-            Ok(n) => Ok(n as usize),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
-            Err(e) => Err(e),
-        }
-    }
-}
+pub(crate) use backend_api::epoll::Epoll;
 
 /// The array `epoll_wait` fills, allocated once per shard.
 #[derive(Debug)]
@@ -83,6 +33,13 @@ pub(crate) struct Events {
 }
 
 impl Events {
+    /// Waits on `epoll` up to `timeout_ms` (-1: forever) and fills this array; returns how
+    /// many are ready (0 on `EINTR`).
+    #[inline]
+    pub(crate) fn wait_on(&mut self, epoll: &Epoll, timeout_ms: i32) -> io::Result<usize> {
+        epoll.wait(&mut self.buf, timeout_ms)
+    }
+
     /// Room for [`MAX_EVENTS`].
     pub(crate) fn new() -> Events {
         Events {

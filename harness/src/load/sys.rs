@@ -13,92 +13,57 @@ use backend_api::syscall;
 use super::error::errno_name;
 use super::LoadError;
 
-/// An epoll instance owned by one client thread.
-#[derive(Debug)]
-pub(crate) struct Epoll {
-    fd: OwnedFd,
-}
+pub(crate) use backend_api::epoll::Epoll;
 
 /// Set once `epoll_pwait2` returned ENOSYS, so the fallback is taken without retrying.
 static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
 
-impl Epoll {
-    pub(crate) fn new() -> io::Result<Epoll> {
-        let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
-        // SAFETY: epoll_create1 just returned this descriptor and nothing else owns it.
-        Ok(Epoll {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
-    }
-
-    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        let mut ev = libc::epoll_event { events, u64: token };
-        syscall!(epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev))?;
-        Ok(())
-    }
-
-    pub(crate) fn add(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, events, token)
-    }
-
-    pub(crate) fn modify(&self, fd: RawFd, events: u32, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, events, token)
-    }
-
-    /// Waits for events; `timeout` None waits forever. Returns how many were filled in.
-    pub(crate) fn wait(
-        &self,
-        events: &mut [libc::epoll_event],
-        timeout: Option<Duration>,
-    ) -> io::Result<usize> {
-        let max = events.len().min(i32::MAX as usize) as libc::c_int;
-        if !NO_PWAIT2.load(Ordering::Relaxed) {
-            let ts = timeout.map(|t| libc::timespec {
-                tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-                tv_nsec: t.subsec_nanos() as libc::c_long,
-            });
-            let tsp = ts
-                .as_ref()
-                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: `events` is a live, writable array of `max` epoll_event; `tsp` is null
-            // or points to a timespec that outlives the call; a null sigmask is allowed.
-            let n = unsafe {
-                libc::syscall(
-                    libc::SYS_epoll_pwait2,
-                    self.fd.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    max,
-                    tsp,
-                    std::ptr::null::<libc::sigset_t>(),
-                    0usize,
-                )
-            };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let err = io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => return Ok(0),
-                Some(libc::ENOSYS) => NO_PWAIT2.store(true, Ordering::Relaxed),
-                _ => return Err(err),
-            }
-        }
-        // epoll_wait has millisecond resolution: round up so we never wake early and spin.
-        let ms = timeout.map_or(-1, |t| {
-            let ms = t.as_nanos().div_ceil(1_000_000);
-            ms.min(i32::MAX as u128) as libc::c_int
+/// Waits on `ep` for events with nanosecond resolution (`epoll_pwait2`, falling back to
+/// `epoll_wait` rounded up to milliseconds); `timeout` None waits forever. Returns how
+/// many were filled in (0 on `EINTR`).
+pub(crate) fn wait(
+    ep: &Epoll,
+    events: &mut [libc::epoll_event],
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    let max = events.len().min(i32::MAX as usize) as libc::c_int;
+    if !NO_PWAIT2.load(Ordering::Relaxed) {
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: t.subsec_nanos() as libc::c_long,
         });
-        match syscall!(epoll_wait(
-            self.fd.as_raw_fd(),
-            events.as_mut_ptr(),
-            max,
-            ms
-        )) {
-            Ok(n) => Ok(n as usize),
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(0),
-            Err(e) => Err(e),
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `events` is a live, writable array of `max` epoll_event; `tsp` is null
+        // or points to a timespec that outlives the call; a null sigmask is allowed.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_epoll_pwait2,
+                ep.as_raw_fd(),
+                events.as_mut_ptr(),
+                max,
+                tsp,
+                std::ptr::null::<libc::sigset_t>(),
+                0usize,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => return Ok(0),
+            Some(libc::ENOSYS) => NO_PWAIT2.store(true, Ordering::Relaxed),
+            _ => return Err(err),
         }
     }
+    // epoll_wait has millisecond resolution: round up so we never wake early and spin.
+    let ms = timeout.map_or(-1, |t| {
+        let ms = t.as_nanos().div_ceil(1_000_000);
+        ms.min(i32::MAX as u128) as libc::c_int
+    });
+    ep.wait(events, ms)
 }
 
 /// A new nonblocking, close-on-exec TCP socket for `target`'s address family.

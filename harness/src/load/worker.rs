@@ -506,7 +506,7 @@ impl<'a> Worker<'a> {
 
     fn wait_and_dispatch(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         self.sys.epoll_wait += 1;
-        let n = self.ep.wait(&mut self.events, timeout)?;
+        let n = sys::wait(&self.ep, &mut self.events, timeout)?;
         for i in 0..n {
             let ev = self.events[i];
             let (tok, bits) = (ev.u64, ev.events);
