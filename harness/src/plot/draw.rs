@@ -334,20 +334,33 @@ fn draw_band<DB: DrawingBackend>(
         } else {
             // A lone point has no band: whiskers instead.
             let cap = (x.hi - x.lo) * 0.008;
+            let st = ShapeStyle::from(color).stroke_width(px_w(1.5, s));
             for (tx, lo, hi) in spans {
-                let st = ShapeStyle::from(color).stroke_width(px_w(1.5, s));
-                chart.draw_series(std::iter::once(PathElement::new(
-                    vec![(tx, lo), (tx, hi)],
-                    st,
-                )))?;
-                for v in [lo, hi] {
-                    chart.draw_series(std::iter::once(PathElement::new(
-                        vec![(tx - cap, v), (tx + cap, v)],
-                        st,
-                    )))?;
-                }
+                draw_whisker(chart, tx, lo, hi, cap, st)?;
             }
         }
+    }
+    Ok(())
+}
+
+/// A vertical min–max whisker at `x` with caps `cap` wide on each side.
+fn draw_whisker<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    x: f64,
+    lo: f64,
+    hi: f64,
+    cap: f64,
+    st: ShapeStyle,
+) -> DrawResult<DB> {
+    chart.draw_series(std::iter::once(PathElement::new(
+        vec![(x, lo), (x, hi)],
+        st,
+    )))?;
+    for v in [lo, hi] {
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(x - cap, v), (x + cap, v)],
+            st,
+        )))?;
     }
     Ok(())
 }
@@ -459,16 +472,7 @@ fn draw_bar<DB: DrawingBackend>(
             let xc = (bar.x0 + bar.x1) / 2.0;
             let cap = (bar.x1 - bar.x0) * 0.25;
             let st = ShapeStyle::from(INK.mix(0.85)).stroke_width(px_w(1.3, s));
-            chart.draw_series(std::iter::once(PathElement::new(
-                vec![(xc, lo), (xc, hi)],
-                st,
-            )))?;
-            for v in [lo, hi] {
-                chart.draw_series(std::iter::once(PathElement::new(
-                    vec![(xc - cap, v), (xc + cap, v)],
-                    st,
-                )))?;
-            }
+            draw_whisker(chart, xc, lo, hi, cap, st)?;
             top = top.max(hi);
         }
     }
