@@ -87,6 +87,19 @@ pub(crate) struct Panel {
     pub bars: Vec<Bar>,
 }
 
+impl Panel {
+    /// A panel of line series only (`title` empty for a single-panel figure).
+    pub(crate) fn of_lines(title: impl Into<String>, x: Axis, y: Axis, lines: Vec<Line>) -> Panel {
+        Panel {
+            title: title.into(),
+            x,
+            y,
+            lines,
+            bars: Vec::new(),
+        }
+    }
+}
+
 /// A line series of one backend.
 #[derive(Debug, Clone)]
 pub(crate) struct Line {

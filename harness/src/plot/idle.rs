@@ -76,42 +76,39 @@ pub(super) fn idle_effect(index: &Index<'_>) -> Vec<Figure> {
         mem.extend(kernel);
 
         let mut panels = vec![
-            Panel {
-                title: "active throughput".to_string(),
-                x: x(),
-                y: Axis::value(
+            Panel::of_lines(
+                "active throughput",
+                x(),
+                Axis::value(
                     "active throughput (requests/s)",
                     Unit::Si,
                     &line_values(&tput),
                     true,
                 ),
-                lines: tput.clone(),
-                bars: Vec::new(),
-            },
-            Panel {
-                title: "p99 latency (active connections)".to_string(),
-                x: x(),
-                y: Axis::value("p99 latency", Unit::Micros, &line_values(&lat), true),
-                lines: lat.clone(),
-                bars: Vec::new(),
-            },
+                tput.clone(),
+            ),
+            Panel::of_lines(
+                "p99 latency (active connections)",
+                x(),
+                Axis::value("p99 latency", Unit::Micros, &line_values(&lat), true),
+                lat.clone(),
+            ),
         ];
         let mut notes = Vec::new();
         if mem.is_empty() {
             notes.push("Memory per connection was not recorded.".to_string());
         } else {
-            panels.push(Panel {
-                title: "memory per connection".to_string(),
-                x: x(),
-                y: Axis::value(
+            panels.push(Panel::of_lines(
+                "memory per connection",
+                x(),
+                Axis::value(
                     "memory per open connection (KiB)",
                     Unit::Plain,
                     &line_values(&mem),
                     true,
                 ),
-                lines: mem.clone(),
-                bars: Vec::new(),
-            });
+                mem.clone(),
+            ));
         }
         let mut all = tput;
         all.extend(lat);

@@ -143,13 +143,7 @@ pub(super) fn spectra(index: &Index<'_>, warnings: &mut Vec<String>) -> Vec<Figu
             kind: ChartKind::LatencySpectrum,
             title: format!("Latency by percentile: {what}"),
             subtitle: subtitle.join(" · "),
-            panels: vec![Panel {
-                title: String::new(),
-                x,
-                y,
-                lines,
-                bars: Vec::new(),
-            }],
+            panels: vec![Panel::of_lines("", x, y, lines)],
             backends,
             keys,
             notes: index
@@ -251,13 +245,7 @@ pub(super) fn vs_load(index: &Index<'_>) -> Vec<Figure> {
                 connections(family.connections)
             ),
             subtitle: subtitle.join(" · "),
-            panels: vec![Panel {
-                title: String::new(),
-                x,
-                y,
-                lines,
-                bars: Vec::new(),
-            }],
+            panels: vec![Panel::of_lines("", x, y, lines)],
             backends: backends.iter().map(|b| b.to_string()).collect(),
             keys,
             notes,
