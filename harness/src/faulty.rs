@@ -43,7 +43,8 @@ impl Backend for PanicAfter {
             },
         ];
         loop {
-            backend_api::syscall!(poll(fds.as_mut_ptr(), 2, -1))?;
+            // SAFETY: the pollfd array is live and initialised for the call, with its true length; the kernel writes only revents.
+            unsafe { backend_api::syscall!(poll(fds.as_mut_ptr(), 2, -1)) }?;
             if ctx.stop.is_fired() {
                 return Ok(stats);
             }

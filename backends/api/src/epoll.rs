@@ -13,7 +13,8 @@ pub struct Epoll {
 impl Epoll {
     /// `epoll_create1(EPOLL_CLOEXEC)`.
     pub fn new() -> io::Result<Epoll> {
-        let fd = syscall!(epoll_create1(libc::EPOLL_CLOEXEC))?;
+        // SAFETY: epoll_create1 takes no pointers.
+        let fd = unsafe { syscall!(epoll_create1(libc::EPOLL_CLOEXEC)) }?;
         // SAFETY: epoll_create1 just returned this descriptor and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(Epoll { fd })
@@ -23,7 +24,7 @@ impl Epoll {
         let mut ev = libc::epoll_event { events, u64: token };
         // SAFETY: `ev` is a live, initialised epoll_event for the duration of the call; the
         // kernel copies it and keeps no pointer. Both fds are open (owned by the caller).
-        syscall!(epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev))?;
+        unsafe { syscall!(epoll_ctl(self.fd.as_raw_fd(), op, fd, &mut ev)) }?;
         Ok(())
     }
 
@@ -47,12 +48,14 @@ impl Epoll {
         let max = events.len().min(i32::MAX as usize) as libc::c_int;
         // SAFETY: the pointer and length describe `events`, a live array of initialised
         // epoll_events that the kernel may overwrite entirely; nothing else borrows it.
-        match syscall!(epoll_wait(
-            self.fd.as_raw_fd(),
-            events.as_mut_ptr(),
-            max,
-            timeout_ms
-        )) {
+        match unsafe {
+            syscall!(epoll_wait(
+                self.fd.as_raw_fd(),
+                events.as_mut_ptr(),
+                max,
+                timeout_ms
+            ))
+        } {
             Ok(n) => Ok(n as usize),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(0),
             Err(e) => Err(e),

@@ -6,24 +6,22 @@
 //! logic ([`session`]), the stop signal ([`StopSignal`]) and the thread-per-core
 //! layout with pinning ([`runner`]).
 #![deny(missing_docs, rust_2018_idioms)]
-// `syscall!` follows mio: the macro owns the `unsafe` and each call site states why its
-// arguments are valid. Clippy flags metavariables expanded inside that block.
-#![allow(clippy::macro_metavars_in_unsafe)]
 
 /// Runs a libc call and turns `-1` into [`std::io::Error::last_os_error`].
 ///
+/// The macro holds no `unsafe` of its own: the caller wraps the invocation in an `unsafe`
+/// block whose `// SAFETY:` line says why the arguments are valid for that call.
+///
 /// ```
 /// # use backend_api::syscall;
-/// let fd = syscall!(dup(0));
+/// // SAFETY: dup takes no pointers; fd 0 may be closed, which only makes it fail.
+/// let fd = unsafe { syscall!(dup(0)) };
 /// # let _ = fd;
 /// ```
 #[macro_export]
 macro_rules! syscall {
     ($fn: ident ( $($arg: expr),* $(,)* ) ) => {{
-        #[allow(unused_unsafe)]
-        // SAFETY: the caller passes arguments valid for this libc call; the macro only
-        // checks the return value.
-        let res = unsafe { ::libc::$fn($($arg, )*) };
+        let res = ::libc::$fn($($arg, )*);
         if res == -1 {
             Err(::std::io::Error::last_os_error())
         } else {
@@ -34,6 +32,7 @@ macro_rules! syscall {
 
 mod backend;
 pub mod buffer;
+pub mod close;
 pub mod epoll;
 mod limits;
 pub mod listener;

@@ -88,13 +88,16 @@ pub fn bind_shard_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpList
 /// `TCP_NODELAY`, so small responses leave at once instead of waiting on Nagle.
 pub fn prepare_accepted(fd: &impl AsRawFd) -> io::Result<()> {
     let one: libc::c_int = 1;
-    crate::syscall!(setsockopt(
-        fd.as_raw_fd(),
-        libc::IPPROTO_TCP,
-        libc::TCP_NODELAY,
-        (&one as *const libc::c_int).cast(),
-        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-    ))?;
+    // SAFETY: the option value points at `one`, a live c_int, with its size; the kernel copies it.
+    unsafe {
+        crate::syscall!(setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ))
+    }?;
     Ok(())
 }
 

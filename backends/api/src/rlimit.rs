@@ -11,7 +11,8 @@ pub fn nofile() -> io::Result<(u64, u64)> {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    crate::syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim))?;
+    // SAFETY: `lim` is a live rlimit the kernel writes; nothing else borrows it.
+    unsafe { crate::syscall!(getrlimit(libc::RLIMIT_NOFILE, &mut lim)) }?;
     Ok((lim.rlim_cur, lim.rlim_max))
 }
 
@@ -32,7 +33,8 @@ pub fn raise_nofile() -> io::Result<u64> {
             rlim_cur: target,
             rlim_max: target,
         };
-        if crate::syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim)).is_ok() {
+        // SAFETY: `lim` is a live, initialised rlimit the kernel only reads.
+        if unsafe { crate::syscall!(setrlimit(libc::RLIMIT_NOFILE, &lim)) }.is_ok() {
             return Ok(target);
         }
     }

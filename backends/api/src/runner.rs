@@ -419,7 +419,8 @@ mod tests {
                         events: libc::POLLIN,
                         revents: 0,
                     };
-                    crate::syscall!(poll(&mut pfd, 1, -1))?;
+                    // SAFETY: `pfd` is a live pollfd for the call (count 1); the kernel writes only revents.
+                    unsafe { crate::syscall!(poll(&mut pfd, 1, -1)) }?;
                     Ok(ShardStats {
                         accepted: 1,
                         ..Default::default()

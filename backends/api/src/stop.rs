@@ -25,7 +25,8 @@ struct Inner {
 impl StopSignal {
     /// A new, unfired signal.
     pub fn new() -> io::Result<StopSignal> {
-        let fd = crate::syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { crate::syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)) }?;
         // SAFETY: eventfd just returned this descriptor and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         Ok(StopSignal {
@@ -79,13 +80,15 @@ mod tests {
             events: libc::POLLIN,
             revents: 0,
         };
-        assert_eq!(crate::syscall!(poll(&mut pfd, 1, 0)).unwrap(), 0);
+        // SAFETY: `pfd` is a live pollfd for the call (count 1); the kernel writes only revents.
+        assert_eq!(unsafe { crate::syscall!(poll(&mut pfd, 1, 0)) }.unwrap(), 0);
         stop.clone().fire();
         stop.fire();
         assert!(stop.is_fired());
         for _ in 0..3 {
             pfd.revents = 0;
-            assert_eq!(crate::syscall!(poll(&mut pfd, 1, 0)).unwrap(), 1);
+            // SAFETY: `pfd` is a live pollfd for the call (count 1); the kernel writes only revents.
+            assert_eq!(unsafe { crate::syscall!(poll(&mut pfd, 1, 0)) }.unwrap(), 1);
         }
     }
 }

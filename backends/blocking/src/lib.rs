@@ -197,13 +197,16 @@ fn accept_loop(ctx: &ShardContext, shard: &Arc<Shared>) -> io::Result<ShardStats
         if paused_until.is_some() || pfds[1].revents == 0 {
             continue;
         }
-        let fd = match syscall!(accept4(
-            ctx.listener.as_raw_fd(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            // No SOCK_NONBLOCK: the connection's socket blocks.
-            libc::SOCK_CLOEXEC,
-        )) {
+        // SAFETY: null address and length pointers mean "peer address not wanted"; the listener fd is open.
+        let fd = match unsafe {
+            syscall!(accept4(
+                ctx.listener.as_raw_fd(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                // No SOCK_NONBLOCK: the connection's socket blocks.
+                libc::SOCK_CLOEXEC,
+            ))
+        } {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) if is_accept_exhaustion(&e) => {
@@ -312,7 +315,9 @@ impl Connection {
         let mut buf = vec![0u8; self.limits.read_buffer];
         let mut out = OutBuf::new();
         loop {
-            let n = match syscall!(recv(self.raw, buf.as_mut_ptr().cast(), buf.len(), 0)) {
+            // SAFETY: the pointer and length describe `buf`, writable and exclusively borrowed for the call.
+            let n = match unsafe { syscall!(recv(self.raw, buf.as_mut_ptr().cast(), buf.len(), 0)) }
+            {
                 Ok(n) => n as usize,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // ECONNRESET and friends: this connection only.
@@ -339,12 +344,15 @@ impl Connection {
     fn write_all(&mut self, out: &mut OutBuf) -> io::Result<()> {
         while !out.is_empty() {
             let pending = out.pending();
-            match syscall!(send(
-                self.raw,
-                pending.as_ptr().cast(),
-                pending.len(),
-                libc::MSG_NOSIGNAL,
-            )) {
+            // SAFETY: the pointer and length describe `pending`, readable for the duration of the call.
+            match unsafe {
+                syscall!(send(
+                    self.raw,
+                    pending.as_ptr().cast(),
+                    pending.len(),
+                    libc::MSG_NOSIGNAL,
+                ))
+            } {
                 Ok(n) => {
                     self.stats.writes += 1;
                     self.stats.bytes_out += n as u64;
@@ -383,12 +391,15 @@ fn reset(fd: OwnedFd) {
         l_onoff: 1,
         l_linger: 0,
     };
-    let _ = syscall!(setsockopt(
-        fd.as_raw_fd(),
-        libc::SOL_SOCKET,
-        libc::SO_LINGER,
-        (&linger as *const libc::linger).cast(),
-        std::mem::size_of::<libc::linger>() as libc::socklen_t,
-    ));
+    // SAFETY: the option value points at `linger`, a live libc::linger, with its size; the kernel copies it.
+    let _ = unsafe {
+        syscall!(setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        ))
+    };
     drop(fd);
 }

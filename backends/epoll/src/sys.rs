@@ -67,12 +67,14 @@ pub(crate) fn accept(listener: RawFd) -> io::Result<OwnedFd> {
     loop {
         // SAFETY: null address and length pointers are allowed and mean "peer address not
         // wanted"; the listener fd is open for the shard's lifetime.
-        match syscall!(accept4(
-            listener,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
-        )) {
+        match unsafe {
+            syscall!(accept4(
+                listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC
+            ))
+        } {
             // SAFETY: accept4 just returned this descriptor and nothing else owns it.
             Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
@@ -87,7 +89,7 @@ pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         // SAFETY: the pointer and length describe `buf`, writable and exclusively borrowed
         // for the duration of the call.
-        match syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())) {
+        match unsafe { syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())) } {
             Ok(n) => return Ok(n as usize),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) => return Err(e),
@@ -102,7 +104,7 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     loop {
         // SAFETY: the pointer and length describe `buf`, readable for the duration of the
         // call.
-        match syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)) {
+        match unsafe { syscall!(send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL)) } {
             Ok(n) => return Ok(n as usize),
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) => return Err(e),
@@ -113,6 +115,6 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
 /// `shutdown(SHUT_WR)`: sends FIN after everything already written.
 pub(crate) fn shutdown_write(fd: RawFd) -> io::Result<()> {
     // SAFETY: no pointers; `fd` is an open socket owned by the caller.
-    syscall!(shutdown(fd, libc::SHUT_WR))?;
+    unsafe { syscall!(shutdown(fd, libc::SHUT_WR)) }?;
     Ok(())
 }

@@ -139,7 +139,8 @@ mod tests {
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
     fn new_eventfd() -> OwnedFd {
-        let fd = backend_api::syscall!(eventfd(0, libc::EFD_CLOEXEC)).unwrap();
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { backend_api::syscall!(eventfd(0, libc::EFD_CLOEXEC)) }.unwrap();
         // SAFETY: eventfd just returned this descriptor.
         unsafe { OwnedFd::from_raw_fd(fd) }
     }

@@ -187,7 +187,8 @@ pub(crate) fn check_memlock(
 pub(crate) fn kernel_version() -> io::Result<(u32, u32)> {
     // SAFETY: utsname is plain bytes; all-zero is a valid value.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    backend_api::syscall!(uname(&mut uts))?;
+    // SAFETY: `uts` is a live utsname the kernel fills; nothing else borrows it.
+    unsafe { backend_api::syscall!(uname(&mut uts)) }?;
     let release: String = uts
         .release
         .iter()

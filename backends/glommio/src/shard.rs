@@ -243,8 +243,10 @@ pub(crate) fn executor_error(
 }
 
 fn set_blocking(fd: RawFd) -> io::Result<()> {
-    let flags = syscall!(fcntl(fd, libc::F_GETFL))?;
-    syscall!(fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK))?;
+    // SAFETY: fcntl(F_GETFL) takes no pointers; `fd` is open.
+    let flags = unsafe { syscall!(fcntl(fd, libc::F_GETFL)) }?;
+    // SAFETY: fcntl(F_SETFL) takes an integer argument; `fd` is open.
+    unsafe { syscall!(fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK)) }?;
     Ok(())
 }
 
@@ -413,7 +415,8 @@ struct ExitFd(Arc<OwnedFd>);
 
 impl ExitFd {
     fn new() -> io::Result<ExitFd> {
-        let fd = syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC))?;
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { syscall!(eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC)) }?;
         // SAFETY: eventfd just returned this descriptor and nothing else owns it.
         Ok(ExitFd(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })))
     }
@@ -465,7 +468,8 @@ fn wait_readable(stop: &StopSignal, exit: &ExitFd) -> io::Result<()> {
         },
     ];
     loop {
-        match syscall!(poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1)) {
+        // SAFETY: the pollfd array is live and initialised for the call, with its true length; the kernel writes only revents.
+        match unsafe { syscall!(poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1)) } {
             Ok(n) if n > 0 => return Ok(()),
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

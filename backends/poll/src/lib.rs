@@ -250,12 +250,15 @@ impl Shard {
             if self.conns.len() >= self.limits.max_connections {
                 return Ok(());
             }
-            let fd = match syscall!(accept4(
-                ctx.listener.as_raw_fd(),
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            )) {
+            // SAFETY: null address and length pointers mean "peer address not wanted"; the listener fd is open.
+            let fd = match unsafe {
+                syscall!(accept4(
+                    ctx.listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                ))
+            } {
                 Ok(fd) => fd,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if is_accept_exhaustion(&e) => {
@@ -297,11 +300,14 @@ impl Shard {
 /// One `read(2)` into the shard's buffer, handed to the session. Read 0 or `Flow::Close`
 /// stops reading; what is pending is still written before the close.
 fn read_once(conn: &mut Conn, buf: &mut [u8], stats: &mut ShardStats) -> io::Result<()> {
-    let n = syscall!(read(
-        conn.fd.as_raw_fd(),
-        buf.as_mut_ptr().cast(),
-        buf.len()
-    ))?;
+    // SAFETY: the pointer and length describe `buf`, writable and exclusively borrowed for the call.
+    let n = unsafe {
+        syscall!(read(
+            conn.fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len()
+        ))
+    }?;
     stats.reads += 1;
     if n == 0 {
         conn.reading = false;
@@ -320,12 +326,15 @@ fn read_once(conn: &mut Conn, buf: &mut [u8], stats: &mut ShardStats) -> io::Res
 fn flush(conn: &mut Conn, stats: &mut ShardStats) -> io::Result<()> {
     while !conn.out.is_empty() {
         let pending = conn.out.pending();
-        match syscall!(send(
-            conn.fd.as_raw_fd(),
-            pending.as_ptr().cast(),
-            pending.len(),
-            libc::MSG_NOSIGNAL,
-        )) {
+        // SAFETY: the pointer and length describe `pending`, readable for the duration of the call.
+        match unsafe {
+            syscall!(send(
+                conn.fd.as_raw_fd(),
+                pending.as_ptr().cast(),
+                pending.len(),
+                libc::MSG_NOSIGNAL,
+            ))
+        } {
             Ok(n) => {
                 stats.writes += 1;
                 stats.bytes_out += n as u64;

@@ -30,7 +30,8 @@ pub(crate) async fn serve(ctx: ShardContext) -> io::Result<ShardStats> {
     // Our own descriptor for the stop eventfd: the shards of a `tokio` server share one
     // reactor (one epoll set), which refuses the same descriptor twice. It is only ever
     // polled for readability, never read, so the other shards keep seeing it fire.
-    let stop_fd = syscall!(fcntl(stop.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0))?;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) takes an integer argument; the stop fd is open.
+    let stop_fd = unsafe { syscall!(fcntl(stop.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0)) }?;
     // SAFETY: fcntl just returned this descriptor and nothing else owns it.
     let stop_fd = unsafe { OwnedFd::from_raw_fd(stop_fd) };
     // SAFETY: the AsyncFd owns the OwnedFd, so the descriptor stays open exactly as long

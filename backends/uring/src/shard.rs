@@ -387,13 +387,16 @@ impl Shard {
         prepare_accepted(fd)?;
         if let Some(size) = self.send_buffer {
             let size = size as libc::c_int;
-            syscall!(setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            ))?;
+            // SAFETY: the option value points at `size`, a live c_int, with its size; the kernel copies it.
+            unsafe {
+                syscall!(setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_SNDBUF,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                ))
+            }?;
         }
         Ok(())
     }

@@ -66,6 +66,7 @@ fn rlimit_nofile() -> libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
+    // SAFETY: `r` is a live rlimit the kernel writes; nothing else borrows it.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) }, 0);
     r
 }
@@ -73,6 +74,7 @@ fn rlimit_nofile() -> libc::rlimit {
 fn set_soft_nofile(soft: u64) {
     let mut r = rlimit_nofile();
     r.rlim_cur = soft;
+    // SAFETY: `r` is a live, initialised rlimit the kernel only reads.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) }, 0);
 }
 
@@ -105,8 +107,10 @@ fn emfile(v: Variant) {
     let socks: Vec<OwnedFd> = (0..clients)
         .map(|_| {
             let fd =
+                // SAFETY: socket takes no pointers.
                 unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
             assert!(fd >= 0);
+            // SAFETY: socket just returned this descriptor and nothing else owns it.
             unsafe { OwnedFd::from_raw_fd(fd) }
         })
         .collect();
@@ -128,6 +132,7 @@ fn emfile(v: Variant) {
         sin_zero: [0; 8],
     };
     for s in &socks {
+        // SAFETY: `sin` is a live sockaddr_in, passed with its size; the kernel copies it.
         let r = unsafe {
             libc::connect(
                 s.as_raw_fd(),

@@ -200,16 +200,22 @@ impl SyscallCounter {
     /// Zeroes and starts every counter.
     pub fn start(&self) -> io::Result<()> {
         for fd in &self.fds {
-            backend_api::syscall!(ioctl(
-                fd.as_raw_fd(),
-                perf_event_open_sys::bindings::RESET as _,
-                0
-            ))?;
-            backend_api::syscall!(ioctl(
-                fd.as_raw_fd(),
-                perf_event_open_sys::bindings::ENABLE as _,
-                0
-            ))?;
+            // SAFETY: the perf event fd is open (owned by self.fds); this ioctl takes an integer argument.
+            unsafe {
+                backend_api::syscall!(ioctl(
+                    fd.as_raw_fd(),
+                    perf_event_open_sys::bindings::RESET as _,
+                    0
+                ))
+            }?;
+            // SAFETY: the perf event fd is open (owned by self.fds); this ioctl takes an integer argument.
+            unsafe {
+                backend_api::syscall!(ioctl(
+                    fd.as_raw_fd(),
+                    perf_event_open_sys::bindings::ENABLE as _,
+                    0
+                ))
+            }?;
         }
         Ok(())
     }
@@ -218,11 +224,14 @@ impl SyscallCounter {
     pub fn stop(&self) -> io::Result<u64> {
         let mut total = 0u64;
         for fd in &self.fds {
-            backend_api::syscall!(ioctl(
-                fd.as_raw_fd(),
-                perf_event_open_sys::bindings::DISABLE as _,
-                0
-            ))?;
+            // SAFETY: the perf event fd is open (owned by self.fds); this ioctl takes an integer argument.
+            unsafe {
+                backend_api::syscall!(ioctl(
+                    fd.as_raw_fd(),
+                    perf_event_open_sys::bindings::DISABLE as _,
+                    0
+                ))
+            }?;
             let mut v = 0u64;
             // SAFETY: reads 8 bytes into a live u64; the default read_format is one u64.
             let n = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };

@@ -73,23 +73,29 @@ pub(crate) fn tcp_socket(target: &SocketAddr) -> io::Result<OwnedFd> {
     } else {
         libc::AF_INET6
     };
-    let fd = syscall!(socket(
-        domain,
-        libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-        0
-    ))?;
+    // SAFETY: socket takes no pointers.
+    let fd = unsafe {
+        syscall!(socket(
+            domain,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0
+        ))
+    }?;
     // SAFETY: socket just returned this descriptor and nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn set_int_opt(fd: RawFd, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
-    syscall!(setsockopt(
-        fd,
-        level,
-        opt,
-        (&v as *const libc::c_int).cast(),
-        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-    ))?;
+    // SAFETY: the option value points at `v`, a live c_int, with its size; the kernel copies it.
+    unsafe {
+        syscall!(setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ))
+    }?;
     Ok(())
 }
 
@@ -104,14 +110,16 @@ pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
 pub(crate) fn bind_source(fd: RawFd, ip: Ipv4Addr) -> io::Result<()> {
     set_int_opt(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)?;
     let addr = socket2::SockAddr::from(SocketAddr::from((ip, 0)));
-    syscall!(bind(fd, addr.as_ptr().cast(), addr.len()))?;
+    // SAFETY: `addr` is a live socket address and `addr.len()` its true length; the kernel copies it.
+    unsafe { syscall!(bind(fd, addr.as_ptr().cast(), addr.len())) }?;
     Ok(())
 }
 
 /// Starts a nonblocking connect. `Ok(true)`: connected already; `Ok(false)`: in progress.
 pub(crate) fn connect(fd: RawFd, target: &SocketAddr) -> io::Result<bool> {
     let addr = socket2::SockAddr::from(*target);
-    match syscall!(connect(fd, addr.as_ptr().cast(), addr.len())) {
+    // SAFETY: `addr` is a live socket address and `addr.len()` its true length; the kernel copies it.
+    match unsafe { syscall!(connect(fd, addr.as_ptr().cast(), addr.len())) } {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(false),
         Err(e) => Err(e),
@@ -122,26 +130,31 @@ pub(crate) fn connect(fd: RawFd, target: &SocketAddr) -> io::Result<bool> {
 pub(crate) fn socket_error(fd: RawFd) -> io::Result<i32> {
     let mut v: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    syscall!(getsockopt(
-        fd,
-        libc::SOL_SOCKET,
-        libc::SO_ERROR,
-        (&mut v as *mut libc::c_int).cast(),
-        &mut len
-    ))?;
+    // SAFETY: `v` and `len` are live and sized for a c_int option; the kernel writes both.
+    unsafe {
+        syscall!(getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len
+        ))
+    }?;
     Ok(v)
 }
 
 /// `read(2)` into `buf`.
 #[inline]
 pub(crate) fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())).map(|n| n as usize)
+    // SAFETY: the pointer and length describe `buf`, writable and exclusively borrowed for the call.
+    unsafe { syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())) }.map(|n| n as usize)
 }
 
 /// `write(2)` from `buf`.
 #[inline]
 pub(crate) fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    syscall!(write(fd, buf.as_ptr().cast(), buf.len())).map(|n| n as usize)
+    // SAFETY: the pointer and length describe `buf`, readable for the duration of the call.
+    unsafe { syscall!(write(fd, buf.as_ptr().cast(), buf.len())) }.map(|n| n as usize)
 }
 
 /// CPU time and context switches of the calling thread.
@@ -232,7 +245,8 @@ pub(crate) fn preflight(target: &SocketAddr, timeout: Duration) -> Result<(), Lo
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let ms = left.as_millis().min(i32::MAX as u128) as libc::c_int;
-        match syscall!(poll(&mut pfd, 1, ms)) {
+        // SAFETY: `pfd` is a live pollfd for the call (count 1); the kernel writes only revents.
+        match unsafe { syscall!(poll(&mut pfd, 1, ms)) } {
             Ok(0) => {
                 return Err(fail(format!(
                     "no answer within {} ms (connect timed out, ETIMEDOUT); check the address, \

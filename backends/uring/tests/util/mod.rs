@@ -63,6 +63,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// Sets an int socket option on a client socket.
 pub fn set_int_opt(s: &TcpStream, level: i32, name: i32, value: i32) {
+    // SAFETY: the option value points at `value`, a live i32, with its size; the kernel copies it.
     let r = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
@@ -81,6 +82,7 @@ pub fn set_linger_zero(s: &TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: the option value points at `linger`, a live libc::linger, with its size; the kernel copies it.
     let r = unsafe {
         libc::setsockopt(
             s.as_raw_fd(),
