@@ -24,8 +24,12 @@
 //! closes at once: then no reset can follow. If the peer's EOF arrived already, steps 2-3
 //! are moot and the socket closes after the flush.
 //!
-//! [`Linger`] is the bookkeeping of step 3; each backend drives the reads its own way.
+//! [`Linger`] is the bookkeeping of step 3; each event-driven backend drives the reads its
+//! own way. [`shutdown_write`] is step 2, and [`linger_blocking`] steps 2-3 for a blocking
+//! socket (thread per connection).
 
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 /// Longest a connection lingers (discarding input) after its write side was shut down.
@@ -94,6 +98,83 @@ impl Linger {
     }
 }
 
+/// Step 2: `shutdown(SHUT_WR)`. The kernel sends FIN after the output already queued.
+pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown takes no pointers; `fd` is borrowed, so it is open for the call.
+    unsafe { crate::syscall!(shutdown(fd.as_raw_fd(), libc::SHUT_WR)) }?;
+    Ok(())
+}
+
+/// What [`linger_blocking`] read and threw away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Discarded {
+    /// Read calls made (the one that saw EOF included).
+    pub reads: u64,
+    /// Bytes thrown away.
+    pub bytes: u64,
+}
+
+/// Steps 2 and 3 for a blocking socket whose output is flushed: shuts down the write side,
+/// then reads into `buf` and discards until EOF, [`LINGER_TIMEOUT`] or
+/// [`LINGER_MAX_DISCARD`]. Each wait is a `poll(2)` bounded by the time left, so a peer that
+/// never closes costs the thread at most the deadline. The caller closes the socket after.
+///
+/// Another thread's `shutdown(SHUT_RDWR)` on the socket (a server stopping) ends the wait
+/// at once: the next read sees EOF. A socket error ends it too (the close follows anyway).
+pub fn linger_blocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Discarded {
+    let mut done = Discarded::default();
+    if shutdown_write(fd).is_err() {
+        return done;
+    }
+    let mut linger = Linger::start(Instant::now());
+    loop {
+        let left = linger.remaining(Instant::now());
+        if left.is_zero() {
+            return done;
+        }
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // Round up so the wait does not end just before the deadline and spin.
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one live, initialised pollfd for the call; the kernel writes only revents.
+        match unsafe { crate::syscall!(poll(&mut pfd, 1, ms)) } {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return done,
+        }
+        // SAFETY: the pointer and length describe `buf`, writable and exclusively borrowed
+        // for the call.
+        let n = match unsafe {
+            crate::syscall!(recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT
+            ))
+        } {
+            Ok(n) => n as usize,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return done,
+        };
+        done.reads += 1;
+        done.bytes += n as u64;
+        if linger.on_read(n, Instant::now()) == LingerStep::Close {
+            return done;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +215,46 @@ mod tests {
             LingerStep::Continue
         );
         assert_eq!(l.on_read(1, now), LingerStep::Close);
+    }
+
+    #[test]
+    fn blocking_linger_discards_until_eof_and_the_peer_sees_every_byte_then_eof() {
+        use std::io::{Read, Write};
+        use std::os::fd::AsFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let (mut server, _) = l.accept().unwrap();
+        // Input the server never reads before it closes: without lingering, a reset.
+        client.write_all(&[7u8; 100_000]).unwrap();
+        server.write_all(b"last response").unwrap();
+        // Reads to EOF, then closes: that EOF ends the server's linger.
+        let peer = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).map(|_| got)
+        });
+        let mut buf = vec![0u8; 4096];
+        let done = linger_blocking(server.as_fd(), &mut buf);
+        drop(server);
+        let got = peer.join().unwrap();
+        assert_eq!(got.expect("EOF, not a reset"), b"last response");
+        assert_eq!(done.bytes, 100_000, "every unread byte discarded");
+    }
+
+    #[test]
+    fn blocking_linger_ends_at_the_deadline_when_the_peer_never_closes() {
+        use std::os::fd::AsFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let t0 = Instant::now();
+        let done = linger_blocking(server.as_fd(), &mut [0u8; 64]);
+        assert!(
+            t0.elapsed() >= LINGER_TIMEOUT,
+            "returned before the deadline"
+        );
+        assert_eq!(done, Discarded::default());
     }
 }

@@ -29,11 +29,18 @@
 //! read from it. `send` uses `MSG_NOSIGNAL`, so a vanished peer is an `EPIPE` for that
 //! connection only.
 //!
+//! # Closing
+//!
+//! The shared close policy ([`backend_api::close`]): after the peer's EOF the thread
+//! closes (its output is always written before it reads again); after the session's
+//! `Flow::Close` it writes the last response, shuts down its write side and discards input
+//! until EOF or the linger deadline ([`close::linger_blocking`]).
+//!
 //! # Stop
 //!
 //! Every open connection's descriptor is registered with its shard. At stop the shard
 //! calls `shutdown(SHUT_RDWR)` on each (which wakes a thread blocked in `recv` with 0 and
-//! one blocked in `send` with `EPIPE`) and waits until every connection thread has ended.
+//! one blocked in `send` with `EPIPE`, and a lingering one's `poll`) and waits until every connection thread has ended.
 //!
 //! # Memory per connection
 //!
@@ -49,10 +56,11 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
+use backend_api::close;
 use backend_api::listener::{is_accept_exhaustion, is_accept_transient, prepare_accepted};
 use backend_api::{
     syscall, AnySession, Backend, Flow, Limits, OutBuf, Session, ShardContext, ShardStats,
@@ -334,6 +342,14 @@ impl Connection {
                 return;
             }
             if flow == Flow::Close {
+                // The close policy: FIN after the last response, then discard input until
+                // EOF or the linger deadline, so that no unread input turns the close into
+                // a reset that would destroy responses still queued.
+                if let Some(fd) = &self.fd {
+                    let done = close::linger_blocking(fd.as_fd(), &mut buf);
+                    self.stats.reads += done.reads;
+                    self.stats.bytes_in += done.bytes;
+                }
                 return;
             }
         }

@@ -9,17 +9,24 @@
 //!    wait for write readiness only (backpressure);
 //! 3. otherwise read once into the shard's buffer, hand the bytes to the session, and loop.
 //!
-//! A read of 0 or `Flow::Close` stops reading; the task ends once the output is flushed, and
-//! dropping the socket closes it. Any socket error (`ECONNRESET`, `EPIPE`, ...) ends only
+//! A read of 0 or `Flow::Close` stops reading. The connection then ends by the shared close
+//! policy ([`backend_api::close`]): after the peer's EOF it closes once the output is
+//! flushed; after `Flow::Close` it flushes, shuts down its write side and lingers,
+//! discarding input until EOF or the linger deadline (a glommio timer) or budget. Dropping
+//! the socket closes it. Any socket error (`ECONNRESET`, `EPIPE`, ...) ends only
 //! this task. (glommio sends with `MSG_DONTWAIT` but not `MSG_NOSIGNAL`; a write to a reset
 //! peer is only an `EPIPE` because the Rust runtime ignores `SIGPIPE` in every binary.) A task reads at most [`READ_BUDGET`] times per poll before yielding, so one
 //! busy connection cannot starve the others on the shard.
 
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
+use backend_api::close::{self, Linger, LingerStep};
 use backend_api::{AnySession, Flow, OutBuf, Session};
+use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
@@ -35,27 +42,38 @@ pub(crate) async fn serve(stream: TcpStream, session: AnySession, guard: ConnGua
         stream,
         session,
         out: OutBuf::new(),
-        closing: false,
+        closing: None,
         paused: false,
         guard,
     };
     // An error here concerns only this connection: it is closed when `conn` drops.
-    let _ = std::future::poll_fn(|cx| conn.drive(cx)).await;
+    if let Ok(End::SessionDone) = std::future::poll_fn(|cx| conn.drive(cx)).await {
+        conn.linger().await;
+    }
+}
+
+/// Why a connection stopped reading requests.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The peer finished sending: close once flushed.
+    PeerDone,
+    /// The session asked to close: once flushed, shut down the write side and linger.
+    SessionDone,
 }
 
 struct Conn {
     stream: TcpStream,
     session: AnySession,
     out: OutBuf,
-    /// No more reads: flush, then close.
-    closing: bool,
+    /// No more reads, and why: flush, then close.
+    closing: Option<End>,
     /// Currently not reading because of backpressure (counted once per pause).
     paused: bool,
     guard: ConnGuard,
 }
 
 impl Conn {
-    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn drive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<End>> {
         let shared = &*self.guard.shared;
         let c = &shared.counters;
         let mut budget = READ_BUDGET;
@@ -74,9 +92,9 @@ impl Conn {
                     Poll::Pending => break,
                 }
             }
-            if self.closing {
+            if let Some(end) = self.closing {
                 return if self.out.is_empty() {
-                    Poll::Ready(Ok(()))
+                    Poll::Ready(Ok(end))
                 } else {
                     Poll::Pending
                 };
@@ -99,13 +117,13 @@ impl Conn {
             match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(0)) => {
                     bump(&c.reads, 1);
-                    self.closing = true;
+                    self.closing = Some(End::PeerDone);
                 }
                 Poll::Ready(Ok(n)) => {
                     bump(&c.reads, 1);
                     bump(&c.bytes_in, n as u64);
                     if self.session.on_input(&buf[..n], self.out.tail()) == Flow::Close {
-                        self.closing = true;
+                        self.closing = Some(End::SessionDone);
                     }
                 }
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -114,5 +132,43 @@ impl Conn {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Steps 2-3 of the close policy, once the output is flushed: FIN, then discard input
+    /// until EOF, the deadline or the budget.
+    async fn linger(&mut self) {
+        // SAFETY: the stream owns this descriptor and outlives the borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
+        if close::shutdown_write(fd).is_err() {
+            return;
+        }
+        let mut linger = Linger::start(Instant::now());
+        let deadline = glommio::timer::sleep(linger.remaining(Instant::now()));
+        let discard = std::future::poll_fn(|cx| self.discard(cx, &mut linger));
+        future::or(discard, deadline).await;
+    }
+
+    /// Reads and throws away until the linger says close (or the socket fails).
+    fn discard(&mut self, cx: &mut Context<'_>, linger: &mut Linger) -> Poll<()> {
+        let c = &self.guard.shared.counters;
+        let mut budget = READ_BUDGET;
+        while budget > 0 {
+            budget -= 1;
+            let mut buf = self.guard.shared.read_buf.borrow_mut();
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(n)) => {
+                    bump(&c.reads, 1);
+                    bump(&c.bytes_in, n as u64);
+                    if linger.on_read(n, Instant::now()) == LingerStep::Close {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

@@ -19,6 +19,13 @@
 //! dropped while a connection's pending output is at `limits.max_pending_output`
 //! (backpressure) or once it stops reading (peer finished, or the session asked to close).
 //!
+//! # Closing
+//!
+//! The shared close policy ([`backend_api::close`]): once the session asked to close and
+//! the output is flushed, `shutdown(SHUT_WR)`, then `POLLIN` again to read and discard
+//! until EOF, the linger deadline or the discard budget; the poll timeout is the nearest
+//! linger deadline. After the peer's EOF the connection closes as soon as it is flushed.
+//!
 //! # Memory per connection
 //!
 //! An idle connection costs a `Conn` (descriptor, session, empty output buffer, flags:
@@ -29,9 +36,10 @@
 #![deny(missing_docs, rust_2018_idioms)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+use backend_api::close::{self, Linger, LingerStep};
 use backend_api::listener::{is_accept_exhaustion, is_accept_transient, prepare_accepted};
 use backend_api::{
     syscall, AnySession, Backend, Flow, Limits, OutBuf, Session, ShardContext, ShardStats,
@@ -77,10 +85,21 @@ struct Conn {
     fd: OwnedFd,
     session: AnySession,
     out: OutBuf,
-    /// False once the peer finished sending or the session asked to close.
-    reading: bool,
+    phase: Phase,
     /// True while reading is paused because the pending output is full.
     paused: bool,
+}
+
+/// Where a connection is in its life; see the crate docs' "Closing".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Reading requests (unless paused by backpressure).
+    Open,
+    /// No more reads: writing what is pending. `eof`: the peer finished, so the close
+    /// follows the flush; else the session asked to close and the connection lingers.
+    Flushing { eof: bool },
+    /// Write side shut down; discarding input until EOF, the deadline or the budget.
+    Lingering(Linger),
 }
 
 /// What became of a connection after it was served.
@@ -141,16 +160,19 @@ impl Shard {
             if self.pollfds[STOP].revents != 0 {
                 break;
             }
-            if ready == 0 {
-                continue;
-            }
+            let now = Instant::now();
             // Walk backwards: closing swap-removes entry `i` with the last one, which was
-            // already served this turn.
+            // already served this turn. A lingering connection is visited without events
+            // too: its deadline may have passed.
             for i in (0..self.conns.len()).rev() {
                 let revents = self.pollfds[FIRST_CONN + i].revents;
-                if revents != 0 && self.serve(i, revents) == Fate::Close {
+                let lingering = matches!(self.conns[i].phase, Phase::Lingering(_));
+                if (revents != 0 || lingering) && self.serve(i, revents, now) == Fate::Close {
                     self.close(i);
                 }
+            }
+            if ready == 0 {
+                continue;
             }
             if self.pollfds[LISTENER].revents & libc::POLLIN != 0 {
                 self.accept(ctx)?;
@@ -164,10 +186,17 @@ impl Shard {
 
     /// Sets every entry's `events` for this turn; returns the poll timeout in ms.
     fn prepare_turn(&mut self) -> libc::c_int {
+        let mut next_deadline: Option<Instant> = None;
         for (pfd, conn) in self.pollfds[FIRST_CONN..].iter_mut().zip(&self.conns) {
             let mut events = 0;
-            if conn.reading && !conn.paused {
-                events |= libc::POLLIN;
+            match conn.phase {
+                Phase::Open if !conn.paused => events |= libc::POLLIN,
+                Phase::Lingering(l) => {
+                    events |= libc::POLLIN;
+                    next_deadline =
+                        Some(next_deadline.map_or(l.deadline(), |d| d.min(l.deadline())));
+                }
+                _ => {}
             }
             if !conn.out.is_empty() {
                 events |= libc::POLLOUT;
@@ -179,16 +208,19 @@ impl Shard {
             self.stats.accept_pauses += 1;
         }
         self.at_limit = full;
-        let mut timeout = -1;
-        if let Some(until) = self.paused_until {
-            let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                self.paused_until = None;
-            } else {
-                // Round up so the pause is not cut short into a busy turn.
-                timeout = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-            }
+        let now = Instant::now();
+        if self.paused_until.is_some_and(|until| until <= now) {
+            self.paused_until = None;
         }
+        let wake = match (self.paused_until, next_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        // Round up so the wait is not cut short into a busy turn.
+        let timeout = wake.map_or(-1, |at| {
+            let left = at.saturating_duration_since(now);
+            left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+        });
         // A listener left in the set while paused would report POLLIN every turn: the
         // level-triggered accept livelock. Leaving it out keeps the wait a real wait.
         self.pollfds[LISTENER].events = if full || self.paused_until.is_some() {
@@ -199,15 +231,26 @@ impl Shard {
         timeout
     }
 
-    /// Serves connection `i` after `poll` reported `revents` for it.
-    fn serve(&mut self, i: usize, revents: libc::c_short) -> Fate {
+    /// Serves connection `i` after `poll` reported `revents` for it (none for a lingering
+    /// connection whose deadline may have passed).
+    fn serve(&mut self, i: usize, revents: libc::c_short, now: Instant) -> Fate {
         let conn = &mut self.conns[i];
         if revents & libc::POLLNVAL != 0 {
             return Fate::Close;
         }
+        if let Phase::Lingering(linger) = &mut conn.phase {
+            return linger_once(
+                conn.fd.as_raw_fd(),
+                linger,
+                revents,
+                &mut self.buf,
+                now,
+                &mut self.stats,
+            );
+        }
         // POLLHUP and POLLERR come whatever was asked: let the read or write that
         // follows find out what happened (pending input is still readable after a HUP).
-        let want_read = conn.reading && !conn.paused;
+        let want_read = conn.phase == Phase::Open && !conn.paused;
         if want_read && revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
             match read_once(conn, &mut self.buf, &mut self.stats) {
                 Ok(()) => {}
@@ -231,10 +274,18 @@ impl Shard {
             self.stats.backpressure_pauses += 1;
         }
         conn.paused = full;
-        if !conn.reading && conn.out.is_empty() {
-            return Fate::Close;
+        match conn.phase {
+            Phase::Flushing { eof: true } if conn.out.is_empty() => Fate::Close,
+            Phase::Flushing { eof: false } if conn.out.is_empty() => {
+                // Everything answered: FIN after the last response, then linger.
+                if close::shutdown_write(conn.fd.as_fd()).is_err() {
+                    return Fate::Close;
+                }
+                conn.phase = Phase::Lingering(Linger::start(now));
+                Fate::Keep
+            }
+            _ => Fate::Keep,
         }
-        Fate::Keep
     }
 
     /// Closes connection `i`; the last connection takes its place.
@@ -288,7 +339,7 @@ impl Shard {
                 fd,
                 session: ctx.service.session(),
                 out: OutBuf::new(),
-                reading: true,
+                phase: Phase::Open,
                 paused: false,
             });
             self.stats.peak_connections = self.stats.peak_connections.max(self.conns.len() as u64);
@@ -310,15 +361,50 @@ fn read_once(conn: &mut Conn, buf: &mut [u8], stats: &mut ShardStats) -> io::Res
     }?;
     stats.reads += 1;
     if n == 0 {
-        conn.reading = false;
+        conn.phase = Phase::Flushing { eof: true };
         return Ok(());
     }
     let n = n as usize;
     stats.bytes_in += n as u64;
     if conn.session.on_input(&buf[..n], conn.out.tail()) == Flow::Close {
-        conn.reading = false;
+        conn.phase = Phase::Flushing { eof: false };
     }
     Ok(())
+}
+
+/// One turn of a lingering connection: one read whose bytes are thrown away if `poll`
+/// reported input, then the deadline check.
+fn linger_once(
+    fd: RawFd,
+    linger: &mut Linger,
+    revents: libc::c_short,
+    buf: &mut [u8],
+    now: Instant,
+    stats: &mut ShardStats,
+) -> Fate {
+    if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+        // SAFETY: the pointer and length describe `buf`, writable and exclusively borrowed for the call.
+        match unsafe { syscall!(read(fd, buf.as_mut_ptr().cast(), buf.len())) } {
+            Ok(n) => {
+                stats.reads += 1;
+                stats.bytes_in += n as u64;
+                if linger.on_read(n as usize, now) == LingerStep::Close {
+                    return Fate::Close;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return Fate::Close,
+        }
+    }
+    if linger.expired(now) {
+        Fate::Close
+    } else {
+        Fate::Keep
+    }
 }
 
 /// Writes pending output until done or `EAGAIN`. `MSG_NOSIGNAL`: a vanished peer is an

@@ -1,14 +1,20 @@
 //! One connection as a tokio task: readiness from tokio's reactor, bytes through the
 //! shared session layer, a thread-local read buffer, per-connection counters.
 //!
+//! A connection ends by the shared close policy ([`backend_api::close`]): after the peer's
+//! EOF it closes once flushed; after the session's `Flow::Close` it flushes, shuts down
+//! its write side and lingers (a tokio timer bounds the wait by the linger deadline).
+//!
 //! Both tokio backends run exactly this task; only the runtime around it differs, so the
 //! pair measures the layout (work stealing versus thread per core) and nothing else.
 
 use std::cell::RefCell;
 use std::io;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use backend_api::close::{self, Linger, LingerStep};
 use backend_api::{AnySession, Flow, Limits, OutBuf, Session, ShardStats};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -89,11 +95,22 @@ impl Drop for Tally {
 enum Read {
     /// The session took `n` bytes and wants more.
     More(usize),
-    /// The peer finished sending (`0`), or the session took `n` bytes and asked to close:
-    /// flush, then close.
-    Finish(usize),
+    /// The peer finished sending: flush, then close.
+    Eof,
+    /// The session took `n` bytes and asked to close: flush, then the close policy.
+    Close(usize),
     /// Nothing to read after all (a spurious wake-up); tokio cleared the readiness.
     WouldBlock,
+}
+
+/// Whether the connection reads requests, and if not, why it stopped.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Open,
+    /// The peer finished: close once flushed.
+    PeerDone,
+    /// The session asked to close: once flushed, shut down the write side and linger.
+    SessionDone,
 }
 /// Serves one accepted connection until it closes. Never fails: every error ends this
 /// connection only (the socket is closed when `stream` drops).
@@ -107,7 +124,7 @@ pub(crate) async fn serve(
     mut tally: Tally,
 ) {
     let mut out = OutBuf::new();
-    let mut reading = true;
+    let mut reading = Reading::Open;
     let mut paused = false;
     loop {
         // Write whatever is pending before reading more; only a write that would block
@@ -130,13 +147,20 @@ pub(crate) async fn serve(
             tally.backpressure_pauses += 1;
         }
         paused = full;
-        let want_read = reading && !full;
+        let want_read = reading == Reading::Open && !full;
         let interest = match (want_read, !out.is_empty()) {
             (true, true) => Interest::READABLE | Interest::WRITABLE,
             (true, false) => Interest::READABLE,
             (false, true) => Interest::WRITABLE,
             // Not reading any more and everything is written: close.
-            (false, false) => return,
+            (false, false) => {
+                if reading == Reading::SessionDone {
+                    // Boxed: the linger's timer would otherwise grow every connection's
+                    // future (the idle cost) by ~200 bytes for a phase most never reach.
+                    Box::pin(linger(&stream, limits.read_buffer, &mut tally)).await;
+                }
+                return;
+            }
         };
         let ready = match stream.ready(interest).await {
             Ok(ready) => ready,
@@ -148,15 +172,58 @@ pub(crate) async fn serve(
                     tally.reads += 1;
                     tally.bytes_in += n as u64;
                 }
-                Ok(Read::Finish(n)) => {
+                Ok(Read::Eof) => {
+                    tally.reads += 1;
+                    reading = Reading::PeerDone;
+                }
+                Ok(Read::Close(n)) => {
                     tally.reads += 1;
                     tally.bytes_in += n as u64;
-                    reading = false;
+                    reading = Reading::SessionDone;
                 }
                 Ok(Read::WouldBlock) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return,
             }
+        }
+    }
+}
+
+/// Steps 2-3 of the close policy ([`backend_api::close`]): FIN after the last response,
+/// then discard input until EOF, the deadline or the budget. Dropping the stream closes.
+async fn linger(stream: &TcpStream, size: usize, tally: &mut Tally) {
+    if close::shutdown_write(stream.as_fd()).is_err() {
+        return;
+    }
+    let mut linger = Linger::start(std::time::Instant::now());
+    let deadline = tokio::time::Instant::from_std(linger.deadline());
+    loop {
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
+            Ok(Ok(())) => {}
+            // The deadline passed, or the socket failed.
+            Err(_) | Ok(Err(_)) => return,
+        }
+        let read = READ_BUF.with(|cell| {
+            let mut buf = cell.borrow_mut();
+            if buf.len() != size {
+                buf.resize(size, 0);
+            }
+            stream.try_read(&mut buf)
+        });
+        match read {
+            Ok(n) => {
+                tally.reads += 1;
+                tally.bytes_in += n as u64;
+                if linger.on_read(n, std::time::Instant::now()) == LingerStep::Close {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return,
         }
     }
 }
@@ -174,10 +241,10 @@ fn read_once(
             buf.resize(size, 0);
         }
         match stream.try_read(&mut buf) {
-            Ok(0) => Ok(Read::Finish(0)),
+            Ok(0) => Ok(Read::Eof),
             Ok(n) => Ok(match session.on_input(&buf[..n], out.tail()) {
                 Flow::Continue => Read::More(n),
-                Flow::Close => Read::Finish(n),
+                Flow::Close => Read::Close(n),
             }),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::WouldBlock),
             Err(e) => Err(e),
