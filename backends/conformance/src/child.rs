@@ -8,23 +8,40 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use backend_api::runner::{self, ServerConfig};
 use backend_api::{Backend, RunReport, Service};
 
+use crate::util::STOP_TIMEOUT;
+
 const ENV_CHILD: &str = "RINGSIDE_CONFORMANCE_CHILD";
 const ENV_SERVICE: &str = "RINGSIDE_CHILD_SERVICE";
 const ENV_NOFILE: &str = "RINGSIDE_CHILD_NOFILE";
+const ENV_MAX_CONNECTIONS: &str = "RINGSIDE_CHILD_MAX_CONNECTIONS";
 const READY: &str = "RINGSIDE-READY ";
 const STOPPED: &str = "RINGSIDE-STOPPED ";
+
+/// How long a child may take to start serving (a fresh process on a loaded machine).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the child entry test lives in the current test binary.
 #[derive(Debug, Clone)]
 pub struct ChildSpec {
     test_name: String,
+    env: Vec<(String, String)>,
+}
+
+/// Limits a child server runs with, beyond the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ChildOptions {
+    /// RLIMIT_NOFILE lowered to this.
+    pub nofile: Option<u64>,
+    /// `limits.max_connections` of its one shard.
+    pub max_connections: Option<usize>,
 }
 
 impl ChildSpec {
@@ -37,11 +54,32 @@ impl ChildSpec {
         } else {
             format!("{within}::child_server_entry")
         };
-        ChildSpec { test_name }
+        ChildSpec {
+            test_name,
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets an environment variable for every child this spec starts (how a test binary
+    /// tells its child entry which backend to build).
+    pub fn env(mut self, key: &str, value: &str) -> ChildSpec {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     /// Starts a child server running `service`, optionally with RLIMIT_NOFILE lowered.
     pub fn spawn(&self, service: Service, nofile: Option<u64>) -> ChildServer {
+        self.spawn_with(
+            service,
+            ChildOptions {
+                nofile,
+                ..ChildOptions::default()
+            },
+        )
+    }
+
+    /// Starts a child server running `service` with `options`.
+    pub fn spawn_with(&self, service: Service, options: ChildOptions) -> ChildServer {
         let exe = std::env::current_exe().expect("locating the test binary");
         let mut cmd = Command::new(exe);
         cmd.args([
@@ -56,18 +94,46 @@ impl ChildSpec {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-        if let Some(n) = nofile {
+        if let Some(n) = options.nofile {
             cmd.env(ENV_NOFILE, n.to_string());
+        }
+        if let Some(n) = options.max_connections {
+            cmd.env(ENV_MAX_CONNECTIONS, n.to_string());
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawning the child server");
         let stdin = child.stdin.take();
-        let mut stdout = BufReader::new(child.stdout.take().expect("child stdout"));
-        let addr = loop {
-            let mut line = String::new();
-            if stdout.read_line(&mut line).unwrap_or(0) == 0 {
-                let _ = child.kill();
-                panic!("child server exited before printing RINGSIDE-READY (see its stderr above)");
+        // A thread reads the child's stdout, so that every wait for a line has a timeout.
+        let stdout = BufReader::new(child.stdout.take().expect("child stdout"));
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
             }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let addr = loop {
+            let line = match lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) => line,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    match e {
+                        RecvTimeoutError::Timeout => panic!(
+                            "child server did not print RINGSIDE-READY within {START_TIMEOUT:?}"
+                        ),
+                        RecvTimeoutError::Disconnected => panic!(
+                            "child server exited before printing RINGSIDE-READY (see its stderr above)"
+                        ),
+                    }
+                }
+            };
             // libtest prints "test name ... " without a newline first: find the marker.
             if let Some(rest) = line.find(READY).map(|i| line[i + READY.len()..].trim()) {
                 break rest.parse::<SocketAddr>().expect("child READY address");
@@ -77,7 +143,7 @@ impl ChildSpec {
             pid: child.id(),
             child,
             stdin,
-            stdout,
+            lines,
             addr,
         }
     }
@@ -87,7 +153,8 @@ impl ChildSpec {
 pub struct ChildServer {
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    /// The child's stdout, line by line.
+    lines: Receiver<String>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its process id.
@@ -133,18 +200,71 @@ impl ChildServer {
             .unwrap_or(0)
     }
 
-    /// Closes the child's stdin (its stop signal) and collects what it reports.
+    /// What each of the child's descriptors points at ("socket:[123]",
+    /// "anon_inode:[eventfd]"), by descriptor number: for messages that name a leak.
+    pub fn fd_targets(&self) -> std::collections::BTreeMap<i32, String> {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
+            return Default::default();
+        };
+        dir.flatten()
+            .filter_map(|e| {
+                let fd = e.file_name().to_string_lossy().parse().ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some((fd, target.to_string_lossy().into_owned()))
+            })
+            .collect()
+    }
+
+    /// Closes the child's stdin (its stop signal) and collects what it reports. Panics
+    /// (after killing it) if the child has not reported its stop within [`STOP_TIMEOUT`].
     pub fn finish(mut self) -> ChildOutcome {
         drop(self.stdin.take());
+        let deadline = Instant::now() + STOP_TIMEOUT;
         let mut out = String::new();
-        let _ = self.stdout.read_to_string(&mut out);
+        let line = loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => {
+                    if let Some(i) = l.find(STOPPED) {
+                        break l[i + STOPPED.len()..].to_string();
+                    }
+                    out.push_str(&l);
+                    out.push('\n');
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    panic!("child server did not stop within {STOP_TIMEOUT:?} of its stop signal");
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = self.child.wait().expect("waiting for the child server");
+                    panic!(
+                        "child server did not report a clean stop ({status}); its output:\n{out}"
+                    );
+                }
+            }
+        };
+        // The child prints its stop line last and exits: its stdout closes (bounded too).
+        let exited = loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(l) => out.push_str(&l),
+                Err(RecvTimeoutError::Disconnected) => break true,
+                Err(RecvTimeoutError::Timeout) => break false,
+            }
+        };
+        if !exited {
+            let _ = self.child.kill();
+        }
         let status = self.child.wait().expect("waiting for the child server");
-        let line = out
-            .lines()
-            .find_map(|l| l.find(STOPPED).map(|i| &l[i + STOPPED.len()..]))
-            .unwrap_or_else(|| {
-                panic!("child server did not report a clean stop ({status}); its output:\n{out}")
-            });
+        assert!(
+            exited,
+            "child server did not exit within {STOP_TIMEOUT:?} of its stop"
+        );
         let mut parts = line.splitn(4, ' ');
         let mut num = || {
             parts
@@ -224,8 +344,14 @@ pub fn child_main(backend: Arc<dyn Backend>) {
         crate::util::raise_nofile();
     }
     let fds_before = count_own_fds();
-    let server = runner::start(backend, ServerConfig::new(service, crate::util::cores(1)))
-        .expect("child: starting server");
+    let mut config = ServerConfig::new(service, crate::util::cores(1));
+    if let Some(n) = std::env::var(ENV_MAX_CONNECTIONS)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        config.limits.max_connections = n;
+    }
+    let server = runner::start(backend, config).expect("child: starting server");
     println!("\n{READY}{}", server.local_addr());
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);

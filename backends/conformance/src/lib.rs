@@ -12,7 +12,13 @@
 //! server in a child process: the test binary re-executes itself into the hidden
 //! `child_server_entry` test, which serves until its standard input closes.
 //!
-//! A backend whose `probe` fails makes every case print why and return.
+//! A backend whose `probe` fails makes every case print why (a `SKIPPED:` line written
+//! past the test harness's output capture, so the log shows it) and return; a backend
+//! named in `RINGSIDE_REQUIRE_BACKENDS` (comma separated, or `all`) fails instead.
+//!
+//! Every blocking call in the suite has a timeout (client sockets, connects, a child
+//! server's start and stop, an in-process server's stop), so a broken backend fails a
+//! case instead of hanging it.
 #![deny(missing_docs, rust_2018_idioms)]
 
 pub mod cases;
@@ -53,6 +59,12 @@ macro_rules! suite {
                 two_shards_both_accept,
                 stop_is_prompt_and_leaks_no_fd,
                 emfile_does_not_spin_and_recovers,
+                http_slow_pipelining_client_gets_every_response_then_eof,
+                lingering_peer_is_closed_by_the_deadline,
+                http_pipelined_responses_in_order_under_backpressure,
+                reset_connections_free_their_slot_and_descriptor,
+                idle_memory_per_connection_is_bounded,
+                stop_with_sends_blocked_is_prompt_and_leaks_no_fd,
             );
 
             /// Not a case: the entry point of the child server that the process-level

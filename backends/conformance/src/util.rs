@@ -4,7 +4,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backend_api::runner::{self, RunningServer, ServerConfig};
 use backend_api::{Backend, RunReport, Service};
@@ -14,14 +14,33 @@ use backend_api::{Backend, RunReport, Service};
 /// instead of hanging the suite.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Prints why the backend is skipped and returns true when its probe fails.
+/// How long stopping a server may take before the case fails instead of hanging (the
+/// stop cases hold backends to far less; this only bounds a hang).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Environment variable naming backends (comma separated, or `all`) whose probe must
+/// succeed: for them an unsupported environment fails the case instead of skipping it.
+pub const REQUIRE_ENV: &str = "RINGSIDE_REQUIRE_BACKENDS";
+
+/// Returns true, after saying why, when the backend's probe fails: the case then passes
+/// without running. The line goes straight to the process's stderr, past the test
+/// harness's capture, so every skip shows in the test log (a `SKIPPED:` line per case).
+/// A backend named in [`REQUIRE_ENV`] fails instead.
 pub fn unsupported(backend: &dyn Backend) -> bool {
     match backend.probe() {
         Ok(()) => false,
         Err(u) => {
-            eprintln!(
-                "SKIPPED: backend {} is unsupported here: {u}",
-                backend.name()
+            let name = backend.name();
+            let required = std::env::var(REQUIRE_ENV)
+                .is_ok_and(|v| v.split(',').any(|b| b.trim() == name || b.trim() == "all"));
+            assert!(
+                !required,
+                "backend {name} is unsupported here, but {REQUIRE_ENV} requires it: {u}"
+            );
+            // Not eprintln!: libtest captures that and shows it only for failing tests.
+            let _ = writeln!(
+                io::stderr(),
+                "SKIPPED: backend {name} is unsupported here, case not run: {u}"
             );
             true
         }
@@ -53,11 +72,12 @@ impl Server {
         }
     }
 
-    /// Stops the server; panics if any shard failed or panicked.
+    /// Stops the server; panics if any shard failed or panicked, or if the shards have not
+    /// all exited after [`STOP_TIMEOUT`].
     pub fn stop(mut self) -> RunReport {
         let inner = self.inner.take().expect("server stopped twice");
-        inner
-            .stop()
+        stop_within(inner, STOP_TIMEOUT)
+            .unwrap_or_else(|| panic!("server did not stop within {STOP_TIMEOUT:?}"))
             .unwrap_or_else(|e| panic!("server did not stop cleanly: {e}"))
     }
 
@@ -70,9 +90,23 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(s) = self.inner.take() {
-            let _ = s.stop();
+            // Bounded: a case that failed must not hang on a server that cannot stop.
+            let _ = stop_within(s, STOP_TIMEOUT);
         }
     }
+}
+
+/// Stops `server` on a helper thread; `None` if it has not stopped after `limit` (the
+/// helper thread and the server are then left behind: the case is failing anyway).
+fn stop_within(
+    server: RunningServer,
+    limit: Duration,
+) -> Option<Result<RunReport, backend_api::RunnerError>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(server.stop());
+    });
+    rx.recv_timeout(limit).ok()
 }
 
 /// `n` cores to run shards on: distinct usable cores where there are enough, else the
@@ -86,13 +120,106 @@ pub fn cores(n: usize) -> Vec<usize> {
     }
 }
 
-/// Connects with timeouts set.
+/// Connects with timeouts set (the connect itself too: a full backlog makes a connect
+/// retry its SYN for minutes).
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    with_timeouts(s)
+}
+
+/// Like [`connect`], with the client's receive buffer capped at `bytes` (which also turns
+/// off its autotuning), so that a client that reads slowly makes the server's writes block
+/// early.
+///
+/// The cap is set before connecting, as it must be: shrinking SO_RCVBUF on an established
+/// loopback connection leaves a window already advertised for 64 KiB segments that the
+/// buffer can no longer hold; the kernel then drops the segments, both sides back off
+/// exponentially (RTO 26 s seen) and nothing moves for the length of a test.
+pub fn connect_small_rcvbuf(addr: SocketAddr, bytes: usize) -> TcpStream {
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(bytes)
+        .expect("setsockopt(SO_RCVBUF)");
+    sock.connect_timeout(&addr.into(), IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
+    with_timeouts(sock.into())
+}
+
+fn with_timeouts(s: TcpStream) -> TcpStream {
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_nodelay(true).unwrap();
     s
+}
+
+/// Closes `s` with a reset (`SO_LINGER` 0) instead of a FIN.
+pub fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .expect("setsockopt(SO_LINGER)");
+    drop(s);
+}
+
+/// Waits until `f` holds, checking every few milliseconds; panics naming `what` after
+/// `limit`. A bound on a wait, never a pass condition.
+pub fn wait_until(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        poll_until(limit, f),
+        "timed out after {limit:?} waiting until {what}"
+    );
+}
+
+/// Waits until `f` holds, checking every few milliseconds, for at most `limit`; returns
+/// whether it held.
+pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Descriptors this process has open.
+pub fn open_fds() -> usize {
+    // read_dir holds one descriptor of its own while listing.
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count().saturating_sub(1))
+        .unwrap_or(0)
+}
+
+/// The inode of the socket that holds the server side of the loopback connection from
+/// `client` (the client's local address) to `server`, from `/proc/net/tcp`. `Some(0)`
+/// once the server closed it while the kernel still finishes the connection (an orphan),
+/// `None` when the kernel has no such connection (any more).
+pub fn server_side_inode(server: SocketAddr, client: SocketAddr) -> Option<u64> {
+    let (local, remote) = (proc_net_addr(server), proc_net_addr(client));
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 9 && f[1] == local && f[2] == remote)
+            .then(|| f[9].parse().ok())
+            .flatten()
+    })
+}
+
+/// An IPv4 socket address as `/proc/net/tcp` writes it.
+fn proc_net_addr(a: SocketAddr) -> String {
+    match a {
+        SocketAddr::V4(v4) => format!(
+            "{:08X}:{:04X}",
+            u32::from_ne_bytes(v4.ip().octets()),
+            v4.port()
+        ),
+        SocketAddr::V6(_) => panic!("the suite uses IPv4 loopback"),
+    }
 }
 
 /// Deterministic pseudo-random bytes (xorshift), different for every seed, so a reordered,
@@ -212,7 +339,7 @@ pub fn echo(stream: &mut TcpStream, msg: &[u8]) {
 
 /// A connection that already did one echo round trip, so the server holds it.
 pub fn served(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let mut s = connect(addr);
     echo(&mut s, b"hello");
     s
 }
