@@ -6,8 +6,9 @@
 //! backend_conformance::suite!(backend_epoll::EpollEt);
 //! ```
 //!
-//! The macro generates one `#[test]` per case (module `conformance`), so no case can be
-//! forgotten. Each case drives a real server started through the same runner the harness
+//! The macro generates one `#[test]` per case (module `conformance`) from the one list of
+//! cases, [`CASES`], which a test checks against the public case functions of
+//! [`cases`], so no case can be forgotten. Each case drives a real server started through the same runner the harness
 //! uses. Cases that measure the server process itself (memory, descriptors, CPU) run the
 //! server in a child process: the test binary re-executes itself into the hidden
 //! `child_server_entry` test, which serves until its standard input closes.
@@ -46,26 +47,7 @@ macro_rules! suite {
                 $crate::child::ChildSpec::new(module_path!())
             }
 
-            $crate::__cases!(
-                echo_integrity_1b_to_4mib,
-                thousand_concurrent_connections,
-                http_64_pipelined_in_one_write,
-                http_one_byte_at_a_time,
-                http_connection_close_and_http10,
-                http_malformed_400_and_oversized_431,
-                client_reset_mid_response_harms_no_one,
-                slow_reader_backpressure_bounds_memory,
-                half_close_gets_full_echo_then_eof,
-                two_shards_both_accept,
-                stop_is_prompt_and_leaks_no_fd,
-                emfile_does_not_spin_and_recovers,
-                http_slow_pipelining_client_gets_every_response_then_eof,
-                lingering_peer_is_closed_by_the_deadline,
-                http_pipelined_responses_in_order_under_backpressure,
-                reset_connections_free_their_slot_and_descriptor,
-                idle_memory_per_connection_is_bounded,
-                stop_with_sends_blocked_is_prompt_and_leaks_no_fd,
-            );
+            $crate::__for_each_case!(__cases);
 
             /// Not a case: the entry point of the child server that the process-level
             /// cases start. Does nothing unless the parent test set it up.
@@ -89,3 +71,44 @@ macro_rules! __cases {
         )*
     };
 }
+
+/// The one list of cases: calls `$crate::$callback!` with every case's name, in order.
+/// [`suite!`] generates its tests from it and [`CASES`] names them.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __for_each_case {
+    ($callback:ident) => {
+        $crate::$callback!(
+            echo_integrity_1b_to_4mib,
+            thousand_concurrent_connections,
+            http_64_pipelined_in_one_write,
+            http_one_byte_at_a_time,
+            http_connection_close_and_http10,
+            http_malformed_400_and_oversized_431,
+            client_reset_mid_response_harms_no_one,
+            slow_reader_backpressure_bounds_memory,
+            half_close_gets_full_echo_then_eof,
+            two_shards_both_accept,
+            stop_is_prompt_and_leaks_no_fd,
+            emfile_does_not_spin_and_recovers,
+            http_slow_pipelining_client_gets_every_response_then_eof,
+            lingering_peer_is_closed_by_the_deadline,
+            http_pipelined_responses_in_order_under_backpressure,
+            reset_connections_free_their_slot_and_descriptor,
+            idle_memory_per_connection_is_bounded,
+            stop_with_sends_blocked_is_prompt_and_leaks_no_fd,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __case_names {
+    ($($case:ident),* $(,)?) => {
+        /// Every case [`suite!`] runs, by the name of its function in [`cases`] (and of its
+        /// test).
+        pub const CASES: &[&str] = &[$(stringify!($case)),*];
+    };
+}
+
+__for_each_case!(__case_names);
