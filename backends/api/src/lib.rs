@@ -34,6 +34,7 @@ mod backend;
 pub mod buffer;
 pub mod close;
 pub mod epoll;
+pub mod known_leaks;
 mod limits;
 pub mod listener;
 pub mod rlimit;

@@ -12,7 +12,7 @@ use backend_api::session::http::{
 };
 use backend_api::{Backend, Service};
 
-use crate::child::{ChildOptions, ChildSpec};
+use crate::child::{ChildOptions, ChildOutcome, ChildSpec};
 use crate::util::{
     self, assert_same, connect, connect_small_rcvbuf, data, echo_roundtrip, read_exact_n,
     read_to_eof, served, Rng, Server,
@@ -432,14 +432,27 @@ pub fn stop_is_prompt_and_leaks_no_fd(backend: B, child: &ChildSpec) {
         "shards took {} ms to stop (limit 1000 ms)",
         out.stop_ms
     );
-    assert!(
-        out.fds_after <= out.fds_before,
-        "server leaked descriptors: {} open before start, {} after stop",
-        out.fds_before,
-        out.fds_after
-    );
+    assert_no_fd_leak(&out);
     assert_eq!(out.report.total.accepted, 33);
     drop(open);
+}
+
+/// The child server (one shard) holds no more descriptors after its stop than before its
+/// start, beyond at most one known leak (a descriptor a dependency still references,
+/// identified and recorded by the backend: see `backend_api::known_leaks`).
+fn assert_no_fd_leak(out: &ChildOutcome) {
+    assert!(
+        out.fds_after <= out.fds_before,
+        "server leaked descriptors: {} open before start, {} after stop (besides {} known leaks)",
+        out.fds_before,
+        out.fds_after,
+        out.known_leaks
+    );
+    assert!(
+        out.known_leaks <= 1,
+        "the backend recorded {} known leaks for one shard (at most one is accounted for)",
+        out.known_leaks
+    );
 }
 
 /// Case 12: EMFILE: a server with a low RLIMIT_NOFILE under a connection flood keeps serving
@@ -829,11 +842,6 @@ pub fn stop_with_sends_blocked_is_prompt_and_leaks_no_fd(backend: B, child: &Chi
         "shards took {} ms to stop with sends blocked (limit 1000 ms)",
         out.stop_ms
     );
-    assert!(
-        out.fds_after <= out.fds_before,
-        "server leaked descriptors: {} open before start, {} after stop",
-        out.fds_before,
-        out.fds_after
-    );
+    assert_no_fd_leak(&out);
     drop(blocked);
 }

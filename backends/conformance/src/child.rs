@@ -4,7 +4,10 @@
 //! The parent re-executes the current test binary, running only the macro-generated
 //! `child_server_entry` test with `RINGSIDE_CONFORMANCE_CHILD=1`. The child starts the
 //! backend, prints `RINGSIDE-READY <addr>`, serves until its stdin closes, stops the
-//! server and prints `RINGSIDE-STOPPED <stop ms> <fds before start> <fds after stop> <report json>`.
+//! server and prints `RINGSIDE-STOPPED <stop ms> <fds before start> <fds after stop>
+//! <known leaks> <report json>`, where the descriptors after the stop do not count the
+//! known leaks: those the backend recorded in [`backend_api::known_leaks`] during the run
+//! that are still the same file.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -168,8 +171,11 @@ pub struct ChildOutcome {
     pub stop_ms: u64,
     /// Descriptors open before the server started.
     pub fds_before: usize,
-    /// Descriptors open after it stopped.
+    /// Descriptors open after it stopped, not counting [`ChildOutcome::known_leaks`].
     pub fds_after: usize,
+    /// Descriptors the backend recorded as known leaks during the run (a dependency still
+    /// references them) and left open, still the same file when counted.
+    pub known_leaks: usize,
     /// The server's stats.
     pub report: RunReport,
 }
@@ -265,7 +271,7 @@ impl ChildServer {
             exited,
             "child server did not exit within {STOP_TIMEOUT:?} of its stop"
         );
-        let mut parts = line.splitn(4, ' ');
+        let mut parts = line.splitn(5, ' ');
         let mut num = || {
             parts
                 .next()
@@ -273,7 +279,8 @@ impl ChildServer {
                 .parse::<u64>()
                 .expect("stop line number")
         };
-        let (stop_ms, fds_before, fds_after) = (num(), num() as usize, num() as usize);
+        let (stop_ms, fds_before, fds_after, known_leaks) =
+            (num(), num() as usize, num() as usize, num() as usize);
         let report = serde_json::from_str(parts.next().expect("stop line report"))
             .expect("child report json");
         assert!(status.success(), "child server exited with {status}");
@@ -281,6 +288,7 @@ impl ChildServer {
             stop_ms,
             fds_before,
             fds_after,
+            known_leaks,
             report,
         }
     }
@@ -343,6 +351,7 @@ pub fn child_main(backend: Arc<dyn Backend>) {
     } else {
         crate::util::raise_nofile();
     }
+    let leaks_before = backend_api::known_leaks::recorded();
     let fds_before = count_own_fds();
     let mut config = ServerConfig::new(service, crate::util::cores(1));
     if let Some(n) = std::env::var(ENV_MAX_CONNECTIONS)
@@ -360,9 +369,13 @@ pub fn child_main(backend: Arc<dyn Backend>) {
         .stop()
         .unwrap_or_else(|e| panic!("child: server did not stop cleanly: {e}"));
     let stop_ms = t0.elapsed().as_millis() as u64;
-    let fds_after = count_own_fds();
+    let known = backend_api::known_leaks::still_open()
+        .into_iter()
+        .filter(|l| !leaks_before.contains(l))
+        .count();
+    let fds_after = count_own_fds().saturating_sub(known);
     println!(
-        "\n{STOPPED}{stop_ms} {fds_before} {fds_after} {}",
+        "\n{STOPPED}{stop_ms} {fds_before} {fds_after} {known} {}",
         serde_json::to_string(&report).expect("report json")
     );
 }

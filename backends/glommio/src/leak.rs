@@ -1,42 +1,42 @@
-//! A workaround for glommio 0.9.0 leaking one eventfd per executor (DataDog/glommio#448).
+//! glommio 0.9.0 leaks one eventfd per executor (DataDog/glommio#448): identified exactly
+//! and recorded as a known leak, never closed.
 //!
 //! Every glommio task header holds an `Arc` of its executor's sleep notifier, and glommio's
 //! `RawTask::destroy` frees a task without dropping its header. Each task ever spawned thus
 //! leaks one strong count of the notifier, so after the first task (`LocalExecutor::run`
 //! spawns one) the notifier, and the eventfd it owns, outlive the executor forever: one
-//! descriptor per shard per server. A long-lived `harness serve` would not notice; the
-//! conformance suite's descriptor count after a stop does.
+//! descriptor per shard per server. A server runs in its own process and starts its shards
+//! once, so that is one descriptor per shard for the life of the process.
 //!
-//! The workaround closes that eventfd after the shard ends, when nothing can use it any
-//! more, and only when it is certainly glommio's:
+//! Closing it ourselves is not safe. glommio still references the descriptor number: a
+//! late wake-up (a waker of this executor's tasks, glommio's blocking thread finishing a
+//! call) would `write()` 8 bytes into whatever file next got that number, likely a client
+//! socket, and a glommio that fixed the leak would close it again, possibly another
+//! thread's eventfd. So the descriptor stays open, and the process's descriptor-leak
+//! checks account for it through [`backend_api::known_leaks`]:
 //!
 //! * **Identity.** The notifier's eventfd is the one eventfd `LocalExecutorBuilder::make`
 //!   creates. The open eventfds are listed, by the kernel's unique `eventfd-id` from
 //!   `/proc/self/fdinfo`, before and after `make`, with glommio executor creation serialised
 //!   in this process. Exactly one new id is the notifier; anything else (another thread
-//!   created an eventfd meanwhile, or a kernel without `eventfd-id`) skips the workaround
-//!   and the descriptor leaks as before.
-//! * **No user left.** The notifier is only used by the executor (dropped by then), by
-//!   glommio's blocking-pool thread (which notifies after each blocking call and exits once
-//!   the executor is gone; the shard waits until that thread has exited), and by wakers of
-//!   the executor's tasks held on other threads (this backend never hands one out). Its
-//!   `Drop` can never run because of the leaked counts, so nothing else will close it.
-//! * **Still the same file.** Right before closing, the descriptor must still carry the
-//!   same `eventfd-id`; if glommio ever closed it (a fixed glommio), it is left alone.
+//!   created an eventfd meanwhile, or a kernel without `eventfd-id`) records nothing, and
+//!   the leak checks then report the descriptor.
+//! * **Still leaked.** After the executor is dropped, the descriptor is recorded only if it
+//!   still carries the same `eventfd-id`: a glommio that closes it is never excused.
 //!
 //! The glommio dependency is pinned to `=0.9.0` because this reasons about its internals.
 
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 /// Serialises executor creation so that two shards starting at once do not see each
 /// other's notifier.
 static MAKE: Mutex<()> = Mutex::new(());
 
-/// How long to wait for glommio's blocking thread to exit before giving up the workaround.
-const THREAD_EXIT_WAIT: Duration = Duration::from_secs(2);
+/// What the record says about the descriptor.
+const WHY: &str = "glommio 0.9.0 executor sleep-notifier eventfd, never closed by glommio \
+                   (DataDog/glommio#448); still referenced by glommio, so not closed here";
 
 /// glommio's notifier eventfd, identified at executor creation.
 #[derive(Debug)]
@@ -73,31 +73,10 @@ pub(crate) fn make_identified<P, T>(
 }
 
 impl NotifierFd {
-    /// Closes the leaked eventfd once glommio's blocking thread `blocking_tid` has exited.
-    /// Call only after the executor was dropped.
-    pub(crate) fn close_leaked(self, blocking_tid: Option<libc::pid_t>) {
-        let Some(tid) = blocking_tid else {
-            return;
-        };
-        let task = format!("/proc/self/task/{tid}");
-        let deadline = Instant::now() + THREAD_EXIT_WAIT;
-        let mut pause = Duration::from_micros(50);
-        while std::path::Path::new(&task).exists() {
-            if Instant::now() >= deadline {
-                return;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(5));
-        }
-        if eventfd_id(self.fd) != Some(self.id) {
-            return;
-        }
-        // SAFETY: `fd` is glommio's sleep-notifier eventfd (same kernel eventfd-id as when
-        // `make` created it). Its owner is leaked by glommio 0.9.0 and can never drop or use
-        // it again: the executor is dropped, the blocking thread that notifies it has
-        // exited, and no waker of this executor's tasks lives on another thread (see the
-        // module docs). Closing it releases the descriptor nothing else will ever close.
-        unsafe { libc::close(self.fd) };
+    /// Records the notifier as a known leak if it outlived its executor. Call after the
+    /// executor was dropped. Returns whether it recorded it.
+    pub(crate) fn record_if_leaked(self) -> bool {
+        eventfd_id(self.fd) == Some(self.id) && backend_api::known_leaks::record(self.fd, WHY)
     }
 }
 

@@ -27,7 +27,9 @@
 //!   empty pass of each loop turn: close to, and at most about twice, its loop turns).
 //!   `reads` counts completed reads; a `recv` that found nothing is not visible.
 //! * **glommio's descriptor leak.** glommio 0.9.0 keeps one eventfd per executor forever
-//!   (DataDog/glommio#448); `leak` identifies it exactly and closes it after the shard.
+//!   (DataDog/glommio#448) and still references it, so closing it would be unsafe; `leak`
+//!   identifies it exactly and records it in [`backend_api::known_leaks`], which the
+//!   descriptor-leak checks account for (one per shard).
 #![deny(missing_docs, rust_2018_idioms)]
 
 use std::io;

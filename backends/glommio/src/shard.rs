@@ -24,7 +24,6 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use backend_api::listener::{is_accept_exhaustion, is_accept_transient, prepare_accepted};
@@ -189,17 +188,12 @@ pub(crate) fn run(ctx: ShardContext, hooks: impl Hooks + 'static) -> io::Result<
         conns: RefCell::new(HashMap::new()),
         next_conn: Cell::new(0),
     });
-    let blocking_tid = Arc::new(AtomicI32::new(0));
-    let watch = StopWatch {
-        stop,
-        exit,
-        blocking_tid: Arc::clone(&blocking_tid),
-    };
+    let watch = StopWatch { stop, exit };
     let result = executor.run(serve(shard, addr, listener, watch, shared, Rc::new(hooks)));
     drop(executor);
+    // glommio keeps its notifier eventfd open forever (see `leak`): account for it.
     if let Some(notifier) = notifier {
-        let tid = blocking_tid.load(Ordering::Acquire);
-        notifier.close_leaked((tid > 0).then_some(tid));
+        notifier.record_if_leaked();
     }
     result
 }
@@ -265,7 +259,6 @@ async fn serve(
     shared: Rc<Shared>,
     hooks: Rc<impl Hooks + 'static>,
 ) -> io::Result<ShardStats> {
-    // First, so that glommio's blocking thread is known whatever happens next.
     let (exit, mut task) = watch.spawn();
     let listener_fd = listener.as_raw_fd();
     // SAFETY: `listener` is the runner's listening TCP socket, owned by this shard; its
@@ -405,8 +398,6 @@ async fn accept_loop<H: Hooks>(
 struct StopWatch {
     stop: StopSignal,
     exit: ExitFd,
-    /// Set to the blocking thread's id when the wait starts there.
-    blocking_tid: Arc<AtomicI32>,
 }
 
 /// A private eventfd that releases the blocking `poll` when the shard ends without a stop.
@@ -438,17 +429,11 @@ impl ExitFd {
 impl StopWatch {
     /// Starts the wait; returns the exit fd and the task that ends when the wait does.
     fn spawn(self) -> (ExitFd, glommio::Task<io::Result<()>>) {
-        let StopWatch {
-            stop,
-            exit,
-            blocking_tid,
-        } = self;
+        let StopWatch { stop, exit } = self;
         let exit_fd = exit.clone();
-        let task = glommio::spawn_local(glommio::executor().spawn_blocking(move || {
-            // SAFETY: gettid has no preconditions.
-            blocking_tid.store(unsafe { libc::gettid() }, Ordering::Release);
-            wait_readable(&stop, &exit_fd)
-        }));
+        let task = glommio::spawn_local(
+            glommio::executor().spawn_blocking(move || wait_readable(&stop, &exit_fd)),
+        );
         (exit, task)
     }
 }
