@@ -9,8 +9,11 @@
 //!
 //! A record holds the descriptor's identity when it was recorded: the `/proc/self/fd` link
 //! target and, for an eventfd, its kernel `eventfd-id`. [`still_open`] only returns the
-//! records whose descriptor still has that identity, so a record can never excuse another
-//! file that later got the same number.
+//! records whose descriptor still has that identity, so a record does not excuse another
+//! file that later got the same number. (The kernel hands a closed eventfd's id to a later
+//! eventfd: a record of an eventfd that was closed anyway could excuse a new eventfd that
+//! got both its number and its id. For the descriptors recorded here, which stay open for
+//! the life of the process, that cannot happen.)
 
 use std::os::fd::RawFd;
 use std::sync::Mutex;
@@ -87,18 +90,32 @@ mod tests {
 
     #[test]
     fn a_record_excuses_only_the_same_file() {
-        let a = eventfd();
-        let fd = a.as_raw_fd();
+        // A file of its own: whatever takes its number after it closes is another file.
+        let path = std::env::temp_dir().join(format!("ringside-known-leak-{}", std::process::id()));
+        let file = std::fs::File::create(&path).unwrap();
+        let fd = file.as_raw_fd();
         assert!(record(fd, "test"));
         assert!(still_open().iter().any(|l| l.fd == fd));
-        drop(a);
-        // The number is free again (or soon another eventfd's): no longer excused.
-        let b = eventfd();
-        assert!(!still_open().iter().any(|l| l.fd == fd));
-        drop(b);
+        drop(file);
+        std::fs::remove_file(&path).unwrap();
         assert!(
-            !record(fd, "closed"),
-            "a closed descriptor cannot be recorded"
+            !still_open().iter().any(|l| l.fd == fd && l.why == "test"),
+            "a closed record is no longer excused"
         );
+        assert!(
+            !record(-1, "not open"),
+            "a descriptor that is not open cannot be recorded"
+        );
+    }
+
+    #[test]
+    fn two_live_eventfds_have_different_identities() {
+        let (a, b) = (eventfd(), eventfd());
+        let (ia, ib) = (
+            identity(a.as_raw_fd()).unwrap(),
+            identity(b.as_raw_fd()).unwrap(),
+        );
+        assert!(ia.starts_with("anon_inode:[eventfd] "), "{ia}");
+        assert_ne!(ia, ib);
     }
 }

@@ -16,13 +16,13 @@
 //! checks account for it through [`backend_api::known_leaks`]:
 //!
 //! * **Identity.** The notifier's eventfd is the one eventfd `LocalExecutorBuilder::make`
-//!   creates. The open eventfds are listed, by the kernel's unique `eventfd-id` from
-//!   `/proc/self/fdinfo`, before and after `make`, with glommio executor creation serialised
-//!   in this process. Exactly one new id is the notifier; anything else (another thread
+//!   creates. The open eventfds are listed, by the kernel's `eventfd-id` (unique among open
+//!   eventfds) from `/proc/self/fdinfo`, before and after `make`, with glommio executor
+//!   creation serialised in this process. Exactly one new id is the notifier; anything else (another thread
 //!   created an eventfd meanwhile, or a kernel without `eventfd-id`) records nothing, and
 //!   the leak checks then report the descriptor.
 //! * **Still leaked.** After the executor is dropped, the descriptor is recorded only if it
-//!   still carries the same `eventfd-id`: a glommio that closes it is never excused.
+//!   still carries the same `eventfd-id`: a glommio that closes it is not excused.
 //!
 //! The glommio dependency is pinned to `=0.9.0` because this reasons about its internals.
 
