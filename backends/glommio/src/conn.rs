@@ -30,7 +30,7 @@ use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 
-use crate::shard::{bump, ConnGuard};
+use crate::state::{bump, ConnGuard};
 
 /// Reads per poll before the task yields to the others (at the default 64 KiB read buffer,
 /// up to 1 MiB per turn).

@@ -40,6 +40,7 @@ mod conn;
 mod leak;
 pub mod probe;
 mod shard;
+mod state;
 
 #[cfg(test)]
 mod tests;

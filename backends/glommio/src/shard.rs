@@ -18,8 +18,7 @@
 //! connection task is cancelled and awaited, so each socket is closed by its task's drop,
 //! inside the executor, before `run_shard` returns.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -27,13 +26,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use backend_api::listener::{is_accept_exhaustion, is_accept_transient, prepare_accepted};
-use backend_api::{syscall, Limits, Service, ShardContext, ShardStats, StopSignal, ACCEPT_PAUSE};
+use backend_api::{syscall, ShardContext, ShardStats, StopSignal, ACCEPT_PAUSE};
 use futures_lite::future;
 use glommio::net::TcpListener;
 use glommio::task::JoinHandle;
 use glommio::{GlommioError, LocalExecutorBuilder, Placement, ReactorErrorKind};
 
 use crate::probe::{memlock_need, ulimit_kib};
+use crate::state::{bump, Shared};
 use crate::{conn, leak, IO_MEMORY, RING_DEPTH};
 
 /// Why a shard could not start or had to stop early.
@@ -99,58 +99,6 @@ pub(crate) trait Hooks {
 pub(crate) struct NoHooks;
 impl Hooks for NoHooks {}
 
-/// Counters shared by the shard's tasks (single-threaded, so plain cells).
-#[derive(Default)]
-pub(crate) struct Counters {
-    pub(crate) accepted: Cell<u64>,
-    pub(crate) closed: Cell<u64>,
-    pub(crate) bytes_in: Cell<u64>,
-    pub(crate) bytes_out: Cell<u64>,
-    pub(crate) reads: Cell<u64>,
-    pub(crate) writes: Cell<u64>,
-    pub(crate) accept_pauses: Cell<u64>,
-    pub(crate) backpressure_pauses: Cell<u64>,
-    pub(crate) open: Cell<u64>,
-    pub(crate) peak_connections: Cell<u64>,
-}
-
-/// Adds `n` to a counter.
-#[inline]
-pub(crate) fn bump(c: &Cell<u64>, n: u64) {
-    c.set(c.get() + n);
-}
-
-/// What every task of one shard shares.
-pub(crate) struct Shared {
-    pub(crate) service: Service,
-    pub(crate) limits: Limits,
-    pub(crate) counters: Counters,
-    /// One read buffer for the whole shard. glommio's socket reads are readiness based: the
-    /// buffer is only lent to a direct `recv` inside one poll, never held by the kernel
-    /// across an await, so connections need no buffer of their own while they wait.
-    pub(crate) read_buf: RefCell<Vec<u8>>,
-    /// Open connection tasks, so that a stop can cancel and await them.
-    conns: RefCell<HashMap<u64, JoinHandle<()>>>,
-    next_conn: Cell<u64>,
-}
-
-/// Removes a finished connection from the shard's bookkeeping, however the task ends
-/// (completed or cancelled).
-pub(crate) struct ConnGuard {
-    pub(crate) shared: Rc<Shared>,
-    id: u64,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let c = &self.shared.counters;
-        bump(&c.closed, 1);
-        c.open.set(c.open.get() - 1);
-        // On a stop the map was already emptied; then this finds nothing.
-        self.shared.conns.borrow_mut().remove(&self.id);
-    }
-}
-
 /// Serves the shard on the calling (already pinned) thread until the stop fires.
 pub(crate) fn run(ctx: ShardContext, hooks: impl Hooks + 'static) -> io::Result<ShardStats> {
     let ShardContext {
@@ -180,14 +128,7 @@ pub(crate) fn run(ctx: ShardContext, hooks: impl Hooks + 'static) -> io::Result<
     set_blocking(listener.as_raw_fd()).map_err(|source| ShardError::Listener { shard, source })?;
     let listener = OwnedFd::from(listener);
 
-    let shared = Rc::new(Shared {
-        service,
-        limits,
-        counters: Counters::default(),
-        read_buf: RefCell::new(vec![0; limits.read_buffer.max(1)]),
-        conns: RefCell::new(HashMap::new()),
-        next_conn: Cell::new(0),
-    });
+    let shared = Rc::new(Shared::new(service, limits));
     let watch = StopWatch { stop, exit };
     let result = executor.run(serve(shard, addr, listener, watch, shared, Rc::new(hooks)));
     drop(executor);
@@ -378,19 +319,11 @@ async fn accept_loop<H: Hooks>(
             continue;
         }
         hooks.accepted(stream.as_raw_fd());
-        let open = c.open.get() + 1;
-        c.open.set(open);
-        c.peak_connections.set(c.peak_connections.get().max(open));
-
-        let id = shared.next_conn.get();
-        shared.next_conn.set(id + 1);
-        let guard = ConnGuard {
-            shared: Rc::clone(&shared),
-            id,
-        };
+        let guard = shared.open_connection();
+        let id = guard.id();
         let session = shared.service.session();
         let handle = glommio::spawn_local(conn::serve(stream, session, guard)).detach();
-        shared.conns.borrow_mut().insert(id, handle);
+        shared.track(id, handle);
     }
 }
 

@@ -136,7 +136,7 @@ fn emfile_pauses_accepting_without_spinning_and_recovers() {
     );
     for s in waiting {
         let mut c: TcpStream = s.into();
-        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         let mut back = [0; 7];
         c.read_exact(&mut back).unwrap();
         assert_eq!(&back, b"waiting");

@@ -24,11 +24,8 @@ fn names_itself_and_probes() {
 #[test]
 fn echoes_large_streams_byte_exact() {
     let server = start(Service::Echo);
-    let data = Arc::new(pattern(16 << 20, 7));
     let conn = connect(server.local_addr());
-    let back = echo_concurrently(&conn, Arc::clone(&data));
-    assert!(back == *data, "echo differs");
-    drop(conn);
+    echo_roundtrip(conn, Arc::new(data(16 << 20, 7)), 7);
     let report = server.stop().unwrap();
     assert_eq!(report.total.bytes_in, 16 << 20);
     assert_eq!(report.total.bytes_out, 16 << 20);
@@ -44,7 +41,7 @@ fn http_pipelined_keep_alive_then_connection_close() {
     let get = "GET / HTTP/1.1\r\nHost: t\r\n\r\n";
     let req = format!("{get}{get}{get}GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
     conn.write_all(req.as_bytes()).unwrap();
-    let all = String::from_utf8(read_to_end(&mut conn).unwrap()).unwrap();
+    let all = String::from_utf8(read_to_eof(&mut conn).unwrap()).unwrap();
     assert_eq!(all.matches("HTTP/1.1 200 OK").count(), 4, "{all}");
     assert!(all.ends_with("Hello, World!"));
     server.stop().unwrap();
@@ -55,7 +52,7 @@ fn malformed_http_gets_400_and_close() {
     let server = start(Service::Http);
     let mut conn = connect(server.local_addr());
     conn.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
-    let all = String::from_utf8(read_to_end(&mut conn).unwrap()).unwrap();
+    let all = String::from_utf8(read_to_eof(&mut conn).unwrap()).unwrap();
     assert!(all.starts_with("HTTP/1.1 400"), "{all}");
     server.stop().unwrap();
 }
@@ -64,7 +61,7 @@ fn malformed_http_gets_400_and_close() {
 fn half_close_flushes_everything_before_closing() {
     let server = start(Service::Echo);
     let mut conn = connect(server.local_addr());
-    let data = pattern(4 << 20, 3);
+    let data = data(4 << 20, 3);
     // Write everything (the server echoes into our receive buffer as we go), then EOF.
     let mut w = conn.try_clone().unwrap();
     let d = data.clone();
@@ -72,7 +69,7 @@ fn half_close_flushes_everything_before_closing() {
         w.write_all(&d)?;
         w.shutdown(Shutdown::Write)
     });
-    let back = read_to_end(&mut conn).unwrap();
+    let back = read_to_eof(&mut conn).unwrap();
     writer.join().unwrap().unwrap();
     assert!(back == data, "got {} of {} bytes", back.len(), data.len());
     let report = server.stop().unwrap();
@@ -90,7 +87,7 @@ fn a_reset_connection_closes_alone() {
 
     // Leave echoed data unread, then reset: the server's next write or read fails.
     let victim = Socket::from(connect(addr));
-    victim.send(&pattern(1 << 20, 1)).unwrap();
+    victim.send(&data(1 << 20, 1)).unwrap();
     victim.set_linger(Some(Duration::ZERO)).unwrap();
     drop(victim);
 
@@ -122,7 +119,7 @@ fn backpressure_stops_reading_a_client_that_does_not_read() {
     sock.set_recv_buffer_size(16 * 1024).unwrap();
     sock.connect(&server.local_addr().into()).unwrap();
     sock.set_nonblocking(true).unwrap();
-    let data = pattern(TOTAL, 9);
+    let data = data(TOTAL, 9);
 
     // Write until the connection stops taking bytes for a generous while.
     let mut written = 0;
@@ -152,7 +149,7 @@ fn backpressure_stops_reading_a_client_that_does_not_read() {
 
     // Now read everything back: every byte that was taken is echoed, in order.
     sock.set_nonblocking(false).unwrap();
-    sock.set_read_timeout(Some(PATIENCE)).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     let mut conn: std::net::TcpStream = sock.into();
     let mut back = vec![0; written];
     conn.read_exact(&mut back).unwrap();
@@ -171,7 +168,7 @@ fn stop_is_prompt_and_closes_every_connection() {
     // One connection stuck in backpressure: it writes and never reads.
     let stuck = connect(addr);
     stuck.set_nonblocking(true).unwrap();
-    let chunk = pattern(256 * 1024, 2);
+    let chunk = data(256 * 1024, 2);
     let mut blocked = false;
     for _ in 0..1000 {
         match (&stuck).write(&chunk) {
@@ -216,7 +213,7 @@ fn many_short_connections_are_all_served_and_counted() {
         let mut c = connect(addr);
         c.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             .unwrap();
-        let all = read_to_end(&mut c).unwrap();
+        let all = read_to_eof(&mut c).unwrap();
         assert!(all.starts_with(b"HTTP/1.1 200 OK"));
     }
     let report = server.stop().unwrap();
