@@ -40,11 +40,3 @@ pub fn raise_nofile() -> io::Result<u64> {
     }
     Ok(soft)
 }
-
-/// The error to show when `needed` descriptors exceed what could be raised.
-pub fn nofile_error(needed: u64, have: u64) -> String {
-    format!(
-        "need about {needed} file descriptors but RLIMIT_NOFILE is {have}; raise it with \
-         `ulimit -n {needed}` (as root, or raise the hard limit in /etc/security/limits.conf)"
-    )
-}

@@ -333,11 +333,6 @@ impl RunningServer {
         self.stop.clone()
     }
 
-    /// True once the server was asked to stop or a shard failed.
-    pub fn is_stopping(&self) -> bool {
-        self.stop.is_fired()
-    }
-
     /// Fires the stop signal and waits for every shard.
     pub fn stop(self) -> Result<RunReport, RunnerError> {
         self.stop.fire();

@@ -1,5 +1,5 @@
 //! The cases. Each takes the backend and a [`ChildSpec`] and panics on a violation.
-//! Numbering follows the foundation issue.
+//! Numbered in the order the suite lists them ([`crate::CASES`]).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};

@@ -28,10 +28,12 @@
 //!
 //! # Memory per connection
 //!
-//! An idle connection costs a `Conn` (descriptor, session, empty output buffer, flags:
-//! 72 bytes on x86_64) plus its 8-byte `pollfd`, in two vectors that grow by doubling.
-//! Measured: 116 to 143 bytes of user memory per idle connection (RSS growth over 8,000
-//! and 2,000 idle echo connections that each did one round trip, release build, x86_64).
+//! An idle connection costs a `Conn` (descriptor, session, empty output buffer, phase
+//! with room for the linger deadline, pause flag: 96 bytes on x86_64) plus its 8-byte
+//! `pollfd`, in two vectors that grow by doubling. Measured before the phase replaced two
+//! flags (a 72-byte `Conn`): 116 to 143 bytes of user memory per idle connection (RSS
+//! growth over 8,000 and 2,000 idle echo connections that each did one round trip, release
+//! build, x86_64); the phase adds 24 bytes to that.
 //! The `limits.read_buffer` bytes of read buffer are one per shard.
 #![deny(missing_docs, rust_2018_idioms)]
 
