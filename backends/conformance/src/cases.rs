@@ -642,9 +642,9 @@ pub fn http_slow_pipelining_client_gets_every_response_then_eof(backend: B, _: &
     server.stop();
 }
 
-/// Case 14: A peer that never closes after `Connection: close` is closed by the server
-/// within the linger deadline (plus a generous allowance for a loaded machine); it sees
-/// the response, then EOF. (Input it sends after that EOF may meet a reset: a server that
+/// Case 14: A peer that sends `Connection: close` followed by 256 KiB it never expects
+/// answered, and then never closes, is closed by the server within the linger deadline
+/// (plus a generous allowance for a loaded machine); it sees the response, then EOF. (Input it sends after that EOF may meet a reset: a server that
 /// found nothing unread may have closed at once.)
 pub fn lingering_peer_is_closed_by_the_deadline(backend: B, _: &ChildSpec) {
     if util::unsupported(&*backend) {
@@ -653,7 +653,11 @@ pub fn lingering_peer_is_closed_by_the_deadline(backend: B, _: &ChildSpec) {
     const ALLOWANCE: Duration = Duration::from_secs(10);
     let server = Server::start(backend, Service::Http, 1);
     let mut c = server.connect();
-    c.write_all(GET_CLOSE).unwrap();
+    // The request, then more than one read takes: the server has input left unread when
+    // the session closes, so it must linger (not close at once) and then end that linger.
+    let mut req = GET_CLOSE.to_vec();
+    req.resize(GET_CLOSE.len() + 256 * 1024, b'x');
+    c.write_all(&req).unwrap();
     assert_same(&read_exact_n(&mut c, OK_CLOSE.len()), OK_CLOSE);
     let mut one = [0u8; 1];
     match c.read(&mut one) {
@@ -661,8 +665,8 @@ pub fn lingering_peer_is_closed_by_the_deadline(backend: B, _: &ChildSpec) {
         Ok(_) => panic!("bytes after the closing response"),
         Err(e) => panic!("expected EOF after the closing response, got {e}"),
     }
-    // Input after the close, which the server must read and throw away; then nothing, and
-    // this side never closes.
+    // More input after the EOF, which the server must throw away too if it still reads;
+    // then nothing, and this side never closes.
     c.write_all(b"stray bytes after the close").unwrap();
     let closed_at = Instant::now();
     let client = c.local_addr().unwrap();
