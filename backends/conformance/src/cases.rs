@@ -50,7 +50,10 @@ pub fn echo_integrity_1b_to_4mib(backend: B, _: &ChildSpec) {
         })
         .collect();
     for h in handles {
-        h.join().expect("an echo round trip failed");
+        if let Err(panic) = h.join() {
+            // The round trip's own message says what differed.
+            std::panic::resume_unwind(panic);
+        }
     }
     let report = server.stop();
     let total: usize = sizes.iter().sum();

@@ -31,8 +31,7 @@ pub fn unsupported(backend: &dyn Backend) -> bool {
         Ok(()) => false,
         Err(u) => {
             let name = backend.name();
-            let required = std::env::var(REQUIRE_ENV)
-                .is_ok_and(|v| v.split(',').any(|b| b.trim() == name || b.trim() == "all"));
+            let required = is_required(name, std::env::var(REQUIRE_ENV).ok().as_deref());
             assert!(
                 !required,
                 "backend {name} is unsupported here, but {REQUIRE_ENV} requires it: {u}"
@@ -45,6 +44,15 @@ pub fn unsupported(backend: &dyn Backend) -> bool {
             true
         }
     }
+}
+
+/// Whether `backend` is named by a [`REQUIRE_ENV`] value.
+fn is_required(backend: &str, require: Option<&str>) -> bool {
+    require.is_some_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|b| b == backend || b == "all")
+    })
 }
 
 /// A server started in-process that is stopped (and checked) when the case ends.
@@ -390,4 +398,18 @@ pub fn allowed_cpus(tid: &str) -> Vec<usize> {
         }
     }
     cpus
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_backends_are_named_or_all() {
+        assert!(!is_required("glommio", None));
+        assert!(!is_required("glommio", Some("")));
+        assert!(!is_required("glommio", Some("uring,epoll-et")));
+        assert!(is_required("glommio", Some("uring, glommio")));
+        assert!(is_required("glommio", Some("all")));
+    }
 }

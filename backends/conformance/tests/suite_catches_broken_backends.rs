@@ -352,7 +352,7 @@ fn echo_case_fails_a_backend_that_corrupts_a_byte() {
     fails_because(
         cases::echo_integrity_1b_to_4mib,
         Flaw::FlipsAByte,
-        "echo round trip failed",
+        "first difference at offset 1000",
     );
 }
 
@@ -417,4 +417,57 @@ fn stop_case_fails_a_backend_whose_stop_misses_blocked_sends() {
         Flaw::StopMissesBlockedSends,
         "did not stop within",
     );
+}
+
+/// A backend whose probe fails: every case must skip it (return without running), never
+/// fail it and never start it.
+struct Unprobed;
+
+impl Backend for Unprobed {
+    fn name(&self) -> &'static str {
+        "unprobed"
+    }
+    fn describe(&self) -> &'static str {
+        "a backend this machine cannot run"
+    }
+    fn probe(&self) -> Result<(), Unsupported> {
+        Err(Unsupported::new(
+            "needs a feature this test pretends is missing",
+        ))
+    }
+    fn run_shard(&self, _: ShardContext) -> io::Result<ShardStats> {
+        panic!("a case started a backend whose probe failed");
+    }
+}
+
+#[test]
+fn every_case_skips_a_backend_whose_probe_fails() {
+    let all: [Case; 18] = [
+        cases::echo_integrity_1b_to_4mib,
+        cases::thousand_concurrent_connections,
+        cases::http_64_pipelined_in_one_write,
+        cases::http_one_byte_at_a_time,
+        cases::http_connection_close_and_http10,
+        cases::http_malformed_400_and_oversized_431,
+        cases::client_reset_mid_response_harms_no_one,
+        cases::slow_reader_backpressure_bounds_memory,
+        cases::half_close_gets_full_echo_then_eof,
+        cases::two_shards_both_accept,
+        cases::stop_is_prompt_and_leaks_no_fd,
+        cases::emfile_does_not_spin_and_recovers,
+        cases::http_slow_pipelining_client_gets_every_response_then_eof,
+        cases::lingering_peer_is_closed_by_the_deadline,
+        cases::http_pipelined_responses_in_order_under_backpressure,
+        cases::reset_connections_free_their_slot_and_descriptor,
+        cases::idle_memory_per_connection_is_bounded,
+        cases::stop_with_sends_blocked_is_prompt_and_leaks_no_fd,
+    ];
+    assert_eq!(
+        all.len(),
+        backend_conformance::CASES.len(),
+        "a case is missing here"
+    );
+    for case in all {
+        case(Arc::new(Unprobed), &spec(Flaw::None));
+    }
 }
