@@ -181,7 +181,17 @@ fn crashing_and_hanging_backends_fail_their_cells_and_the_run_goes_on() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    // The run goes on past failed cells, writes everything, and then says it failed.
+    assert!(
+        !out.status.success(),
+        "failed cells, yet exit 0:\n{}",
+        show(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 of 3 cells failed") && stderr.contains("test-panic echo"),
+        "the error does not name the failed cells:\n{stderr}"
+    );
     let r = validated(&results_in(dir.path()));
     assert_eq!(r.state, RunState::Complete);
     let cell = |b: &str| {
@@ -271,7 +281,7 @@ fn sigint_mid_run_keeps_every_finished_cell() {
 
 #[test]
 fn bad_arguments_name_the_fix() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["compare", "--backends", "nope"],
             "known backends: epoll-et",
@@ -287,6 +297,17 @@ fn bad_arguments_name_the_fix() {
         (
             &["compare", "--server-cores", "0", "--client-cores", "4096"],
             "usable cores",
+        ),
+        (
+            &["compare", "--server-cores", "0-4000000000"],
+            "past the highest CPU number",
+        ),
+        (&["compare", "--ready-timeout", "-1"], "--ready-timeout -1"),
+        (&["compare", "--ready-timeout", "NaN"], "more than 0"),
+        (&["compare", "--ready-timeout", "1e300"], "at most 3600"),
+        (
+            &["doctor", "--cores", "4096"],
+            "--cores: core 4096 is not usable",
         ),
     ];
     for (args, want) in cases {

@@ -69,7 +69,12 @@ pub struct CompareArgs {
     #[arg(long)]
     pub keep_libc_memcpy: bool,
     /// Seconds a server may take to print READY before its cell is marked failed.
-    #[arg(long, default_value_t = 15.0, hide = true)]
+    #[arg(
+        long,
+        default_value_t = 15.0,
+        hide = true,
+        allow_negative_numbers = true
+    )]
     pub ready_timeout: f64,
 }
 
@@ -110,8 +115,18 @@ fn memcpy_policy(keep: bool) -> (crate::results::MemcpyCheck, Vec<(String, Strin
     (check, env)
 }
 
-/// Runs `harness compare`. Returns an error (exit 1) when interrupted, after writing.
+/// Runs `harness compare`. Returns an error (exit 1) when interrupted or when any cell
+/// failed, after writing the results.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let ready_timeout = Some(args.ready_timeout)
+        .filter(|t| *t > 0.0 && *t <= 3600.0)
+        .map(std::time::Duration::from_secs_f64)
+        .with_context(|| {
+            format!(
+                "--ready-timeout {}: give seconds, more than 0 and at most 3600",
+                args.ready_timeout
+            )
+        })?;
     let suite = match (&args.suite, args.quick) {
         (Some(path), _) => Suite::load(path)?,
         (None, true) => Suite::parse(suite::QUICK_SUITE, "quick")?,
@@ -296,7 +311,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     server_cores: &cores,
                     client_cores: &client_cores,
                     stop: &stop,
-                    ready_timeout: std::time::Duration::from_secs_f64(args.ready_timeout),
+                    ready_timeout,
                     server_env: &server_env,
                 };
                 let measured = cell::run(&job);
@@ -335,6 +350,21 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         );
     }
     println!("results: {}", path.display());
+    let failed: Vec<String> = results
+        .cells
+        .iter()
+        .filter(|c| matches!(c.status, crate::results::CellStatus::Failed { .. }))
+        .map(|c| format!("{} {} r{}", c.backend, c.group, c.repeat))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} cells failed ({}); each cell's reason and the server's stderr are in {}",
+            failed.len(),
+            results.cells.len(),
+            failed.join(", "),
+            path.display()
+        );
+    }
     Ok(())
 }
 
