@@ -263,14 +263,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             args.out.display()
         )
     })?;
-    eprintln!("writing results to {}", path.display());
 
-    // Ctrl-C / SIGTERM: stop the current cell, keep what was measured.
+    // Ctrl-C / SIGTERM: stop the current cell, keep what was measured. A second one exits
+    // at once (the servers die with this process).
     let interrupted = Arc::new(AtomicBool::new(false));
     let cell_stop = Arc::new(std::sync::Mutex::new(None::<StopSignal>));
     {
         let interrupted = Arc::clone(&interrupted);
         let cell_stop = Arc::clone(&cell_stop);
+        let path = path.clone();
         let mut signals = signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
@@ -280,7 +281,16 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             .name("compare-signals".into())
             .spawn(move || {
                 for _ in signals.forever() {
-                    interrupted.store(true, Ordering::SeqCst);
+                    if interrupted.swap(true, Ordering::SeqCst) {
+                        eprintln!(
+                            "interrupted again: exiting now; {} keeps the cells finished so far",
+                            path.display()
+                        );
+                        std::process::exit(130);
+                    }
+                    eprintln!(
+                        "interrupted: stopping the current cell (Ctrl-C again exits at once)"
+                    );
                     if let Some(s) = cell_stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                         s.fire();
                     }
@@ -288,6 +298,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             })
             .context("spawning the signal thread")?;
     }
+    eprintln!("writing results to {}", path.display());
 
     let exe = std::env::current_exe().context("locating the harness executable")?;
     let progress = progress_bar(planned as u64);
