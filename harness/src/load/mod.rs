@@ -48,6 +48,8 @@ pub use report::{
     ClientCost, ConnectionCounts, Flag, IdleReport, LoadReport, ReportConfig, RequestCounts,
     ScheduleCheck, ThreadReport, Throughput, WireTotals, CLIENT_BOUND_BUSY, SCHEMA_VERSION,
 };
+#[doc(hidden)]
+pub use workloads::http::replies_for_fuzzing;
 
 /// Options of `harness load`.
 #[derive(Debug, Args)]
