@@ -40,6 +40,9 @@ struct Head {
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, ClientError> {
+    // Judge a head by its first MAX_HEAD + 1 bytes only, as many as a reply split across
+    // reads keeps: the verdict must not depend on how the bytes arrived.
+    let buf = &buf[..buf.len().min(MAX_HEAD + 1)];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {
@@ -326,5 +329,17 @@ mod tests {
         }
         let (replies, end) = replies_for_fuzzing(OK, &[7, 60], 1);
         assert_eq!((replies, end), (vec![None], Ok(false)));
+    }
+
+    #[test]
+    fn an_oversized_head_is_garbled_however_it_arrives() {
+        let mut reply = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        reply.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        reply.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        let whole = replies_for_fuzzing(&reply, &[], 1);
+        assert_eq!(whole, (vec![], Err(ClientError::GarbledReply)));
+        for cut in [1, 100, MAX_HEAD, MAX_HEAD + 1, reply.len() - 1] {
+            assert_eq!(replies_for_fuzzing(&reply, &[cut], 1), whole, "cut {cut}");
+        }
     }
 }
