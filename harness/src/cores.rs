@@ -2,10 +2,14 @@
 
 use anyhow::{bail, Context};
 
+/// Highest CPU number Linux can have (NR_CPUS is at most 8192).
+pub const MAX_CORE: usize = 8191;
+
 /// Parses a CPU list like `0`, `0,2`, `1-3` or `0-1,4`. Duplicates are an error: a core
 /// given twice would run two shards (or client threads) on one CPU and skew the numbers.
 pub fn parse_core_list(s: &str) -> anyhow::Result<Vec<usize>> {
     let mut cores = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (lo, hi) = match part.split_once('-') {
             Some((a, b)) => (parse_one(a, s)?, parse_one(b, s)?),
@@ -18,7 +22,7 @@ pub fn parse_core_list(s: &str) -> anyhow::Result<Vec<usize>> {
             bail!("core range '{part}' in '{s}' runs backwards; write it as {hi}-{lo}");
         }
         for c in lo..=hi {
-            if cores.contains(&c) {
+            if !seen.insert(c) {
                 bail!("core {c} appears twice in '{s}'; list each core once");
             }
             cores.push(c);
@@ -30,10 +34,25 @@ pub fn parse_core_list(s: &str) -> anyhow::Result<Vec<usize>> {
     Ok(cores)
 }
 
+/// Checks that every core in `cores` (given with `flag`) is one this process may run on.
+pub fn check_usable(flag: &str, cores: &[usize], usable: &[usize]) -> anyhow::Result<()> {
+    if let Some(c) = cores.iter().find(|c| !usable.contains(c)) {
+        bail!(
+            "{flag}: core {c} is not usable by this process; usable cores: {}",
+            format_core_list(usable)
+        );
+    }
+    Ok(())
+}
+
 fn parse_one(n: &str, whole: &str) -> anyhow::Result<usize> {
-    n.trim().parse().with_context(|| {
+    let c: usize = n.trim().parse().with_context(|| {
         format!("'{n}' in core list '{whole}' is not a core number; give cores like 0 or 0,2-3")
-    })
+    })?;
+    if c > MAX_CORE {
+        bail!("core {c} in '{whole}' is past the highest CPU number Linux has ({MAX_CORE})");
+    }
+    Ok(c)
 }
 
 /// Formats a core list compactly (`0-3,6`).
@@ -73,9 +92,32 @@ mod tests {
             ("3-1", "runs backwards"),
             ("x", "not a core number"),
             ("", "empty core list"),
+            ("0-4000000000", "past the highest CPU number"),
+            ("18446744073709551616", "not a core number"),
         ] {
             let e = parse_core_list(bad).unwrap_err().to_string();
             assert!(e.contains(want), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn the_widest_list_parses_at_once() {
+        // Every CPU Linux can have, and a duplicate found at the far end of it.
+        let all = format!("0-{MAX_CORE}");
+        assert_eq!(parse_core_list(&all).unwrap().len(), MAX_CORE + 1);
+        let e = parse_core_list(&format!("{all},{MAX_CORE}")).unwrap_err();
+        assert!(e.to_string().contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn unusable_cores_are_named_with_the_usable_ones() {
+        assert!(check_usable("--cores", &[0, 1], &[0, 1, 2]).is_ok());
+        let e = check_usable("--cores", &[1, 7], &[0, 1, 2])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--cores: core 7") && e.contains("usable cores: 0-2"),
+            "{e}"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! `harness doctor`: what on this host would make a comparison wrong or fail, each with
 //! the exact command that fixes it. `scripts/tune-host.sh` applies the fixes.
 
+use anyhow::Context;
+
 use crate::sysinfo::SysRoot;
 
 /// One finding.
@@ -393,9 +395,14 @@ pub struct DoctorArgs {
 
 /// Runs `harness doctor`; exits non-zero when something needs fixing.
 pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
+    let usable = backend_api::runner::usable_cores();
     let cores = match &args.cores {
-        Some(l) => crate::cores::parse_core_list(l)?,
-        None => backend_api::runner::usable_cores(),
+        Some(l) => {
+            let cores = crate::cores::parse_core_list(l).context("--cores")?;
+            crate::cores::check_usable("--cores", &cores, &usable)?;
+            cores
+        }
+        None => usable,
     };
     let limit = |res| {
         let mut lim = libc::rlimit {

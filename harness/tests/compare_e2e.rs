@@ -181,7 +181,17 @@ fn crashing_and_hanging_backends_fail_their_cells_and_the_run_goes_on() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    // The run goes on past failed cells, writes everything, and then says it failed.
+    assert!(
+        !out.status.success(),
+        "failed cells, yet exit 0:\n{}",
+        show(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 of 3 cells failed") && stderr.contains("test-panic echo"),
+        "the error does not name the failed cells:\n{stderr}"
+    );
     let r = validated(&results_in(dir.path()));
     assert_eq!(r.state, RunState::Complete);
     let cell = |b: &str| {
@@ -271,7 +281,7 @@ fn sigint_mid_run_keeps_every_finished_cell() {
 
 #[test]
 fn bad_arguments_name_the_fix() {
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["compare", "--backends", "nope"],
             "known backends: epoll-et",
@@ -288,6 +298,17 @@ fn bad_arguments_name_the_fix() {
             &["compare", "--server-cores", "0", "--client-cores", "4096"],
             "usable cores",
         ),
+        (
+            &["compare", "--server-cores", "0-4000000000"],
+            "past the highest CPU number",
+        ),
+        (&["compare", "--ready-timeout", "-1"], "--ready-timeout -1"),
+        (&["compare", "--ready-timeout", "NaN"], "more than 0"),
+        (&["compare", "--ready-timeout", "1e300"], "at most 3600"),
+        (
+            &["doctor", "--cores", "4096"],
+            "--cores: core 4096 is not usable",
+        ),
     ];
     for (args, want) in cases {
         let out = harness().args(args).output().unwrap();
@@ -295,4 +316,128 @@ fn bad_arguments_name_the_fix() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{args:?}: {err}");
     }
+}
+
+/// Pids of the live (not zombie) children of `parent`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        if fields.len() > 1 && fields[0] != "Z" && fields[1] == parent.to_string() {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .is_some_and(|zombie| !zombie)
+}
+
+#[test]
+fn a_second_sigint_exits_at_once_and_takes_the_server_along() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = suite(dir.path(), "name = \"hang\"\nrepeats = 1\nduration = 0.5\nwarmup = 0.1\n[[block]]\ngroup = \"echo\"\nworkload = \"echo\"\nconnections = 4\n");
+    // The server never prints READY and the ready wait is long, so the first SIGINT cannot
+    // end the run by itself: only the second one can.
+    let mut child = harness()
+        .env("RINGSIDE_TEST_BACKENDS", "1")
+        .args([
+            "compare",
+            "--no-plots",
+            "--ready-timeout",
+            "600",
+            "--backends",
+            "test-never-ready",
+            "--suite",
+        ])
+        .arg(&s)
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = String::new();
+    let mut wait_for = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !seen.contains(what) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(l) => {
+                    seen.push_str(&l);
+                    seen.push('\n');
+                }
+                Err(_) => panic!("no {what:?} on stderr within 60 s:\n{seen}"),
+            }
+        }
+    };
+    let pid = child.id() as i32;
+    wait_for("writing results to");
+    // Once the cell's server runs, compare waits for its READY line, which never comes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let servers = loop {
+        let c = children_of(child.id());
+        if !c.is_empty() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "no server child within 30 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: sends SIGINT to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    wait_for("Ctrl-C again exits at once");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a second SIGINT did not end compare within 30 s:\n{seen}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    wait_for("exiting now");
+    assert_eq!(status.code(), Some(130), "{seen}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while servers.iter().any(|&p| alive(p)) {
+        assert!(
+            Instant::now() < deadline,
+            "servers {servers:?} outlived their compare"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // What was written before stays a valid results file.
+    let r = validated(&results_in(dir.path()));
+    assert!(r.cells.is_empty());
 }

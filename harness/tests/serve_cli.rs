@@ -3,7 +3,8 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::Duration;
 
 /// Runs `harness serve` with `tunables` as GLIBC_TUNABLES (None: unset), echoes one
 /// message through it, closes its stdin, and returns (stdout, stderr).
@@ -84,4 +85,83 @@ fn a_memcpy_warning_names_the_fix() {
             "warning without the fix: {stderr}"
         );
     }
+}
+
+/// Reads the first stdout line of `child`, failing the test if none comes within 30 s.
+fn first_line(child: &mut Child) -> (String, BufReader<ChildStdout>) {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        let _ = tx.send((line, out));
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(got) => got,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("harness serve printed no line within 30 s");
+        }
+    }
+}
+
+#[test]
+fn a_second_server_on_a_served_port_refuses_to_start() {
+    // The first server runs two shards where the box allows, so its own shards join
+    // each other's port while a stranger may not.
+    let cores: Vec<String> = backend_api::runner::usable_cores()
+        .iter()
+        .take(2)
+        .map(usize::to_string)
+        .collect();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["serve", "--backend", "epoll-et", "--service", "echo"])
+        .args(["--listen", "127.0.0.1:0", "--cores", &cores.join(",")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("harness serve starts");
+    let (ready, mut out) = first_line(&mut first);
+    let addr = ready
+        .strip_prefix("READY ")
+        .unwrap_or_else(|| panic!("first stdout line is READY <addr>, got {ready:?}"))
+        .trim()
+        .to_string();
+    let port = addr.rsplit(':').next().unwrap().to_string();
+
+    // With stdin at EOF a second server that did start would stop at once, so this
+    // returns either way.
+    let second = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["serve", "--backend", "epoll-et", "--service", "echo"])
+        .args(["--listen", &addr, "--cores", &cores[0]])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&second.stdout);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && !stdout.contains("READY"),
+        "a second server started on {addr}:\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("port {port}")) && stderr.contains("another process"),
+        "the refusal does not name the port: {stderr}"
+    );
+
+    // The first server still answers every connection.
+    for i in 0..16u8 {
+        let mut c = TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(&[i; 100]).unwrap();
+        let mut back = [0u8; 100];
+        c.read_exact(&mut back).unwrap();
+        assert!(back.iter().all(|&b| b == i));
+    }
+    drop(first.stdin.take());
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(first.wait().unwrap().success());
+    let stats: serde_json::Value = serde_json::from_str(rest.trim()).expect("JSON counters");
+    assert_eq!(stats["total"]["accepted"], 16, "{stats}");
 }

@@ -2,9 +2,9 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 /// Backlog asked of `listen(2)` unless the user says otherwise.
 pub const DEFAULT_BACKLOG: u32 = 4096;
@@ -57,31 +57,71 @@ impl EffectiveBacklog {
 /// Binds one shard's listener: nonblocking, close-on-exec, `SO_REUSEADDR` and
 /// `SO_REUSEPORT` (so every shard binds the same port and the kernel spreads connections),
 /// listening with `backlog`.
+///
+/// A port that another process already serves is refused, even when that process set
+/// `SO_REUSEPORT` too: otherwise a second server would start and silently take part of the
+/// connections. The first listener on a port is therefore bound and listening *without*
+/// `SO_REUSEPORT` (the kernel lets only one such listener exist, so two servers racing for
+/// the port cannot both win) and sets it only afterwards, so that this process's further
+/// shards can join it. A bind that finds the port taken joins it only when this process
+/// holds a `SO_REUSEPORT` listener on exactly that address.
 pub fn bind_shard_listener(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
-    let socket = Socket::new(
-        Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
-        Some(Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&addr.into()).map_err(|e| {
-        if e.kind() == io::ErrorKind::AddrInUse {
-            io::Error::new(
+    let backlog = backlog.min(i32::MAX as u32) as i32;
+    let claim = |reuse_port: bool| -> io::Result<Socket> {
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM.nonblocking().cloexec(),
+            Some(Protocol::TCP),
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(reuse_port)?;
+        socket.bind(&addr.into())?;
+        socket.listen(backlog)?;
+        Ok(socket)
+    };
+    let socket = match claim(false) {
+        Ok(socket) => {
+            socket.set_reuse_port(true)?;
+            socket
+        }
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse && served_by_this_process(addr) => {
+            claim(true).map_err(|e| io::Error::new(e.kind(), format!("joining {addr}: {e}")))?
+        }
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            return Err(io::Error::new(
                 e.kind(),
                 format!(
-                    "port {} on {} is already in use by a process without SO_REUSEPORT; \
-                     choose another with --listen or stop that process",
+                    "port {} on {} is already in use by another process; choose another \
+                     with --listen (port 0 picks a free one) or stop that process",
                     addr.port(),
                     addr.ip()
                 ),
-            )
-        } else {
-            io::Error::new(e.kind(), format!("binding {addr}: {e}"))
+            ))
         }
-    })?;
-    socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+        Err(e) => return Err(io::Error::new(e.kind(), format!("binding {addr}: {e}"))),
+    };
     Ok(socket.into())
+}
+
+/// True when one of this process's descriptors is a `SO_REUSEPORT` listener bound to
+/// exactly `addr`: an earlier shard of this server, which later shards join.
+fn served_by_this_process(addr: SocketAddr) -> bool {
+    let Ok(fds) = std::fs::read_dir("/proc/self/fd") else {
+        return false;
+    };
+    fds.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+        .any(|fd| {
+            // SAFETY: the number was listed as open in /proc/self/fd and the borrow lives
+            // only for three getsockopt/getsockname queries. Should another thread close it
+            // meanwhile, the queries fail (EBADF) or read whatever took the number: they
+            // read, never write, either way.
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+            let s = SockRef::from(&fd);
+            s.is_listener().unwrap_or(false)
+                && s.reuse_port().unwrap_or(false)
+                && s.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr)
+        })
 }
 
 /// Applies the options every accepted connection gets, whichever backend accepted it:
@@ -153,10 +193,39 @@ mod tests {
     fn shards_share_a_port_and_a_foreign_bind_names_it() {
         let a = bind_shard_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
         let addr = a.local_addr().unwrap();
-        let _b = bind_shard_listener(addr, 16).unwrap();
+        let b = bind_shard_listener(addr, 16).unwrap();
+        // Both shards are in the port's SO_REUSEPORT group.
+        assert!(SockRef::from(&a).reuse_port().unwrap());
+        assert!(SockRef::from(&b).reuse_port().unwrap());
         let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let err = bind_shard_listener(plain.local_addr().unwrap(), 16).unwrap_err();
         let port = plain.local_addr().unwrap().port().to_string();
-        assert!(err.to_string().contains(&port), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&port) && msg.contains("another process"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_claimed_port_refuses_a_second_claimant() {
+        // The kernel behaviour the claim relies on: a listener that set SO_REUSEPORT only
+        // after listen(2) still refuses a newcomer that binds and listens without it, which
+        // is what a second server process does first.
+        let a = bind_shard_listener("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = a.local_addr().unwrap();
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        let taken = s.bind(&addr.into()).and_then(|()| s.listen(16));
+        assert_eq!(
+            taken.map_err(|e| e.kind()),
+            Err(io::ErrorKind::AddrInUse),
+            "a second claimant got {addr}"
+        );
+        // Once the shards are gone, the port is free again for a new server.
+        drop(a);
+        drop(s);
+        let again = bind_shard_listener(addr, 16).unwrap();
+        assert_eq!(again.local_addr().unwrap(), addr);
     }
 }

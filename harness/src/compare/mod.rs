@@ -69,7 +69,12 @@ pub struct CompareArgs {
     #[arg(long)]
     pub keep_libc_memcpy: bool,
     /// Seconds a server may take to print READY before its cell is marked failed.
-    #[arg(long, default_value_t = 15.0, hide = true)]
+    #[arg(
+        long,
+        default_value_t = 15.0,
+        hide = true,
+        allow_negative_numbers = true
+    )]
     pub ready_timeout: f64,
 }
 
@@ -110,8 +115,18 @@ fn memcpy_policy(keep: bool) -> (crate::results::MemcpyCheck, Vec<(String, Strin
     (check, env)
 }
 
-/// Runs `harness compare`. Returns an error (exit 1) when interrupted, after writing.
+/// Runs `harness compare`. Returns an error (exit 1) when interrupted or when any cell
+/// failed, after writing the results.
 pub fn run(args: CompareArgs) -> anyhow::Result<()> {
+    let ready_timeout = Some(args.ready_timeout)
+        .filter(|t| *t > 0.0 && *t <= 3600.0)
+        .map(std::time::Duration::from_secs_f64)
+        .with_context(|| {
+            format!(
+                "--ready-timeout {}: give seconds, more than 0 and at most 3600",
+                args.ready_timeout
+            )
+        })?;
     let suite = match (&args.suite, args.quick) {
         (Some(path), _) => Suite::load(path)?,
         (None, true) => Suite::parse(suite::QUICK_SUITE, "quick")?,
@@ -209,13 +224,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         .map(|c| c.repeats as usize * backends.len())
         .sum();
     let started = chrono_now();
-    let path = args.out.join(format!(
-        "compare-{}.json",
+    let stem = format!(
+        "compare-{}",
         started
             .replace([':', '-'], "")
             .replace('T', "-")
             .trim_end_matches('Z')
-    ));
+    );
+    let path = crate::results::claim_results_path(&args.out, &stem)
+        .context("choose another results directory with --out")?;
     let (memcpy_check, server_env) = memcpy_policy(args.keep_libc_memcpy);
     let mut results = ResultsFile {
         schema_version: SCHEMA_VERSION,
@@ -246,14 +263,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             args.out.display()
         )
     })?;
-    eprintln!("writing results to {}", path.display());
 
-    // Ctrl-C / SIGTERM: stop the current cell, keep what was measured.
+    // Ctrl-C / SIGTERM: stop the current cell, keep what was measured. A second one exits
+    // at once (the servers die with this process).
     let interrupted = Arc::new(AtomicBool::new(false));
     let cell_stop = Arc::new(std::sync::Mutex::new(None::<StopSignal>));
     {
         let interrupted = Arc::clone(&interrupted);
         let cell_stop = Arc::clone(&cell_stop);
+        let path = path.clone();
         let mut signals = signal_hook::iterator::Signals::new([
             signal_hook::consts::SIGINT,
             signal_hook::consts::SIGTERM,
@@ -263,7 +281,16 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             .name("compare-signals".into())
             .spawn(move || {
                 for _ in signals.forever() {
-                    interrupted.store(true, Ordering::SeqCst);
+                    if interrupted.swap(true, Ordering::SeqCst) {
+                        eprintln!(
+                            "interrupted again: exiting now; {} keeps the cells finished so far",
+                            path.display()
+                        );
+                        std::process::exit(130);
+                    }
+                    eprintln!(
+                        "interrupted: stopping the current cell (Ctrl-C again exits at once)"
+                    );
                     if let Some(s) = cell_stop.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
                         s.fire();
                     }
@@ -271,6 +298,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             })
             .context("spawning the signal thread")?;
     }
+    eprintln!("writing results to {}", path.display());
 
     let exe = std::env::current_exe().context("locating the harness executable")?;
     let progress = progress_bar(planned as u64);
@@ -296,7 +324,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     server_cores: &cores,
                     client_cores: &client_cores,
                     stop: &stop,
-                    ready_timeout: std::time::Duration::from_secs_f64(args.ready_timeout),
+                    ready_timeout,
                     server_env: &server_env,
                 };
                 let measured = cell::run(&job);
@@ -307,7 +335,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     break 'cells;
                 }
                 results.cells.push(measured);
-                write_atomic(&path, &results)?;
+                write_or_interrupt(&path, &results, results.cells.len() - 1, &mut write_atomic)?;
                 progress.inc(1);
             }
         }
@@ -322,7 +350,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     } else {
         RunState::Complete
     };
-    write_atomic(&path, &results)?;
+    write_or_interrupt(&path, &results, results.cells.len(), &mut write_atomic)?;
     summary::print(&results, &mut std::io::stdout().lock())?;
     if !args.no_plots && !results.cells.is_empty() {
         render_plots(&results, &path);
@@ -335,7 +363,64 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         );
     }
     println!("results: {}", path.display());
+    let failed: Vec<String> = results
+        .cells
+        .iter()
+        .filter(|c| matches!(c.status, crate::results::CellStatus::Failed { .. }))
+        .map(|c| format!("{} {} r{}", c.backend, c.group, c.repeat))
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} cells failed ({}); each cell's reason and the server's stderr are in {}",
+            failed.len(),
+            results.cells.len(),
+            failed.join(", "),
+            path.display()
+        );
+    }
     Ok(())
+}
+
+/// Writes `results` to `path`. Should that fail (a full disk), the file still holds the
+/// version written before, with its first `saved` cells: that version is rewritten marked
+/// interrupted, if the disk allows, and the error to end the run with says which it is.
+fn write_or_interrupt(
+    path: &Path,
+    results: &ResultsFile,
+    saved: usize,
+    write: &mut impl FnMut(&Path, &ResultsFile) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let Err(e) = write(path, results) else {
+        return Ok(());
+    };
+    let what = if crate::results::is_disk_full(&e) {
+        "the disk is full"
+    } else {
+        "the results file could not be written"
+    };
+    let mut kept = results.clone();
+    kept.cells.truncate(saved);
+    kept.finished_at = Some(chrono_now());
+    kept.state = RunState::Interrupted {
+        reason: format!("{what}: {e:#}"),
+    };
+    let fix = if crate::results::is_disk_full(&e) {
+        "free some space and run again"
+    } else {
+        "fix the cause and run again"
+    };
+    Err(match write(path, &kept) {
+        Ok(()) => e.context(format!(
+            "{what}: stopped; {} keeps the {saved} cells measured before, marked interrupted; \
+             {fix}",
+            path.display()
+        )),
+        Err(m) => e.context(format!(
+            "{what}: stopped; {} keeps the {saved} cells measured before, but could not be \
+             marked interrupted ({m:#}), so it still says running; {fix}",
+            path.display()
+        )),
+    })
 }
 
 /// Renders the charts beside the results file. A plotting failure is reported but does not
@@ -426,6 +511,69 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_795_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    fn disk_full() -> anyhow::Error {
+        anyhow::Error::from(std::io::Error::from_raw_os_error(libc::ENOSPC))
+            .context("writing results")
+    }
+
+    #[test]
+    fn a_full_disk_ends_the_run_with_the_file_valid_and_marked_interrupted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/results.json");
+        let mut r = crate::results::read_results(&fixture).unwrap();
+        let n = r.cells.len();
+        assert!(n >= 2);
+        r.state = RunState::Running;
+        r.cells.truncate(n - 1);
+        write_atomic(&path, &r).unwrap();
+        // The next cell's write hits ENOSPC; the marking write gets through.
+        r.cells = crate::results::read_results(&fixture).unwrap().cells;
+        let mut calls = 0;
+        let e = write_or_interrupt(&path, &r, n - 1, &mut |p, res| {
+            calls += 1;
+            if calls == 1 {
+                crate::results::write_atomic_via(p, res, |_, _| {
+                    Err(std::io::Error::from_raw_os_error(libc::ENOSPC))
+                })
+            } else {
+                write_atomic(p, res)
+            }
+        })
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("the disk is full") && msg.contains("marked interrupted"),
+            "{msg}"
+        );
+        assert!(msg.contains("free some space"), "{msg}");
+        let on_disk = crate::results::read_results(&path).unwrap();
+        assert_eq!(on_disk.cells.len(), n - 1);
+        match on_disk.state {
+            RunState::Interrupted { reason } => {
+                assert!(reason.contains("disk is full"), "{reason}")
+            }
+            other => panic!("not marked interrupted: {other:?}"),
+        }
+        assert!(on_disk.finished_at.is_some());
+    }
+
+    #[test]
+    fn a_disk_too_full_to_mark_keeps_the_last_version_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/results.json");
+        let mut r = crate::results::read_results(&fixture).unwrap();
+        r.state = RunState::Running;
+        write_atomic(&path, &r).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let e =
+            write_or_interrupt(&path, &r, r.cells.len(), &mut |_, _| Err(disk_full())).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("could not be marked interrupted"), "{msg}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub use report::{
     ClientCost, ConnectionCounts, Flag, IdleReport, LoadReport, ReportConfig, RequestCounts,
     ScheduleCheck, ThreadReport, Throughput, WireTotals, CLIENT_BOUND_BUSY, SCHEMA_VERSION,
 };
+#[doc(hidden)]
+pub use workloads::http::replies_for_fuzzing;
 
 /// Options of `harness load`.
 #[derive(Debug, Args)]
@@ -168,7 +170,7 @@ impl LoadArgs {
 }
 
 /// Runs `harness load`: prints the summary, writes `--json` if asked. SIGINT or SIGTERM
-/// stops the run early and still reports.
+/// stops the run early and still reports; a second one exits at once.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     let cfg = args.to_config()?;
     let stop = StopSignal::new().context("creating the stop eventfd")?;
@@ -183,8 +185,14 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
         std::thread::Builder::new()
             .name("load-signals".into())
             .spawn(move || {
-                if signals.forever().next().is_some() {
+                let mut forever = signals.forever();
+                if forever.next().is_some() {
                     stop.fire();
+                    eprintln!("interrupted: stopping (Ctrl-C again exits at once)");
+                }
+                if forever.next().is_some() {
+                    eprintln!("interrupted again: exiting now, without a report");
+                    std::process::exit(130);
                 }
             })
             .context("spawning the signal thread")?

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use write::{read_results, write_atomic};
+pub use write::{claim_results_path, is_disk_full, read_results, write_atomic, write_atomic_via};
 
 /// The JSON Schema of results files, as committed in `harness/schema/results.schema.json`.
 pub fn json_schema() -> serde_json::Value {

@@ -50,7 +50,10 @@ impl HttpSession {
     fn answer(&mut self, buf: &[u8], out: &mut Vec<u8>) -> usize {
         let mut pos = 0;
         while pos < buf.len() {
-            let rest = &buf[pos..];
+            // The verdict on a request rests on its first MAX_HEAD + 1 bytes only, so it is
+            // the same however the bytes were split into reads (an error past them would
+            // otherwise be a 400 when read at once but a 431 when read in pieces).
+            let rest = &buf[pos..(pos + MAX_HEAD + 1).min(buf.len())];
             // Uninitialised header slots: zeroing 64 of them (2 KiB) for every request
             // cost more than parsing a small request.
             let mut headers =
@@ -138,6 +141,8 @@ impl Session for HttpSession {
             if !self.closed && used < partial.len() {
                 self.partial = partial;
                 self.partial.drain(..used);
+                // What is left is one incomplete head: release a large read's worth of room.
+                self.partial.shrink_to(MAX_HEAD);
             }
         }
         if self.closed {

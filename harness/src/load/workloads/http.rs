@@ -40,6 +40,9 @@ struct Head {
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, ClientError> {
+    // Judge a head by its first MAX_HEAD + 1 bytes only, as many as a reply split across
+    // reads keeps: the verdict must not depend on how the bytes arrived.
+    let buf = &buf[..buf.len().min(MAX_HEAD + 1)];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {
@@ -53,11 +56,17 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Head)>, ClientError> {
             };
             for h in resp.headers.iter() {
                 if h.name.eq_ignore_ascii_case("content-length") {
-                    let v = std::str::from_utf8(h.value)
+                    // Exactly one length, all digits: with two (even equal ones), a list or a
+                    // sign, where the reply ends is ambiguous, and guessing would miscount.
+                    let digits = h.value.trim_ascii();
+                    let v = std::str::from_utf8(digits)
                         .ok()
-                        .and_then(|s| s.trim().parse::<u64>().ok())
+                        .filter(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|d| d.parse::<u64>().ok())
                         .ok_or(ClientError::GarbledReply)?;
-                    head.content_length = Some(v);
+                    if head.content_length.replace(v).is_some() {
+                        return Err(ClientError::GarbledReply);
+                    }
                 } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                     head.chunked = true;
                 } else if h.name.eq_ignore_ascii_case("connection") {
@@ -193,6 +202,43 @@ impl HttpState {
     }
 }
 
+/// What the load generator makes of `data` arriving in pieces cut at `cuts` (offsets, any
+/// order, out-of-range ones ignored) with `outstanding` requests sent, then EOF: every
+/// reply counted (with its error, if any), then the first error that ends the connection
+/// or what EOF means (`true`: it completed a reply). For the fuzz target; panics if the
+/// parser buffers more than a reply head.
+#[doc(hidden)]
+pub fn replies_for_fuzzing(
+    data: &[u8],
+    cuts: &[usize],
+    outstanding: usize,
+) -> (Vec<Option<ClientError>>, Result<bool, ClientError>) {
+    let mut cuts: Vec<usize> = cuts.iter().copied().filter(|&c| c < data.len()).collect();
+    cuts.push(data.len());
+    cuts.sort_unstable();
+    let mut state = HttpState::default();
+    let mut replies = Vec::new();
+    let mut from = 0;
+    for to in cuts {
+        let left = outstanding - replies.len();
+        let fed = state.feed(&data[from..to], left, |e| replies.push(e));
+        assert!(
+            state.partial.len() <= MAX_HEAD + 1,
+            "reply parser holds {} bytes",
+            state.partial.len()
+        );
+        if let Err(e) = fed {
+            return (replies, Err(e));
+        }
+        from = to;
+    }
+    let eof = state.on_eof();
+    if eof == Ok(true) {
+        replies.push(state.take_status_error());
+    }
+    (replies, eof)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +308,38 @@ mod tests {
         assert_eq!(feed_all(&mut s, &[close], 2).len(), 1);
         assert!(s.server_closing());
         assert_eq!(s.feed(OK, 1, |_| {}), Err(ClientError::UnsolicitedData));
+    }
+
+    #[test]
+    fn duplicate_or_conflicting_lengths_are_garbled() {
+        for lengths in [
+            "Content-Length: 13\r\nContent-Length: 13",
+            "Content-Length: 13\r\ncontent-length: 5",
+            "Content-Length: 13, 13",
+            "Content-Length: +13",
+            "Content-Length: ",
+        ] {
+            let reply = format!("HTTP/1.1 200 OK\r\n{lengths}\r\n\r\nHello, World!");
+            let (replies, end) = replies_for_fuzzing(reply.as_bytes(), &[], 1);
+            assert_eq!(
+                (replies, end),
+                (vec![], Err(ClientError::GarbledReply)),
+                "{lengths:?}"
+            );
+        }
+        let (replies, end) = replies_for_fuzzing(OK, &[7, 60], 1);
+        assert_eq!((replies, end), (vec![None], Ok(false)));
+    }
+
+    #[test]
+    fn an_oversized_head_is_garbled_however_it_arrives() {
+        let mut reply = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        reply.extend(std::iter::repeat_n(b'a', MAX_HEAD));
+        reply.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+        let whole = replies_for_fuzzing(&reply, &[], 1);
+        assert_eq!(whole, (vec![], Err(ClientError::GarbledReply)));
+        for cut in [1, 100, MAX_HEAD, MAX_HEAD + 1, reply.len() - 1] {
+            assert_eq!(replies_for_fuzzing(&reply, &[cut], 1), whole, "cut {cut}");
+        }
     }
 }
