@@ -2,7 +2,7 @@
 //! [`EpollLt`] (level-triggered).
 //!
 //! Both share everything but the trigger mode: the connection table (`conn`), the
-//! event loop with its buffers, backpressure and accept pauses (`event_loop`), and the
+//! event loop with its buffers, backpressure and accept pauses (`shard`), and the
 //! libc wrappers (`sys`). What differs between the two modes is confined to `trigger`:
 //!
 //! | | epoll-et | epoll-lt |
@@ -20,7 +20,7 @@
 #![deny(missing_docs, rust_2018_idioms)]
 
 mod conn;
-mod event_loop;
+mod shard;
 mod sys;
 mod trigger;
 
@@ -54,7 +54,7 @@ impl Backend for EpollEt {
     }
 
     fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
-        event_loop::run::<Edge>(ctx)
+        shard::run::<Edge>(ctx)
     }
 }
 
@@ -72,7 +72,7 @@ impl Backend for EpollLt {
     }
 
     fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
-        event_loop::run::<Level>(ctx)
+        shard::run::<Level>(ctx)
     }
 }
 
