@@ -38,7 +38,7 @@ impl Trigger for Edge {
     /// pending: with it registered, every incoming packet also reports `EPOLLOUT`.
     #[inline]
     fn interest(conn: &Conn) -> u32 {
-        let read = if conn.read_closed && !conn.lingering {
+        let read = if conn.read_closed && !conn.lingering() {
             0
         } else {
             IN
