@@ -29,9 +29,25 @@ pub fn all() -> Vec<Arc<dyn Backend>> {
     all
 }
 
+/// Backends that exist to test one claim each against a base backend: runnable by name
+/// (`--backends`, a suite's `backends`) and listed, but not in the default comparison.
+pub fn claim_variants() -> Vec<Arc<dyn Backend>> {
+    vec![
+        Arc::new(backend_epoll::EpollEtShortRead),
+        Arc::new(backend_epoll::EpollInOut),
+        Arc::new(backend_epoll::EpollToggle),
+        Arc::new(backend_epoll::EpollOneshot),
+        Arc::new(backend_epoll::EpollLtMaxEvents::<1>),
+        Arc::new(backend_epoll::EpollLtMaxEvents::<16>),
+        Arc::new(backend_epoll::EpollLtMaxEvents::<64>),
+        Arc::new(backend_epoll::EpollLtMaxEvents::<1024>),
+    ]
+}
+
 /// Finds a backend by name, or says which names exist.
 pub fn find(name: &str) -> anyhow::Result<Arc<dyn Backend>> {
-    let all = all();
+    let mut all = all();
+    all.extend(claim_variants());
     if let Some(b) = all.iter().find(|b| b.name() == name) {
         return Ok(Arc::clone(b));
     }
@@ -44,7 +60,8 @@ pub fn find(name: &str) -> anyhow::Result<Arc<dyn Backend>> {
 
 /// `harness list`: one line per backend: name, availability, description.
 pub fn print_list(out: &mut impl Write) -> anyhow::Result<()> {
-    let all = all();
+    let mut all = all();
+    all.extend(claim_variants());
     let width = all.iter().map(|b| b.name().len()).max().unwrap_or(0);
     for b in &all {
         let status = match b.probe() {

@@ -56,6 +56,9 @@ pub(crate) struct Conn {
     /// Edge-triggered only: a readable edge was seen and `EAGAIN` not yet, so the socket
     /// may hold input no further edge will announce.
     pub(crate) read_ready: bool,
+    /// `EPOLLRDHUP` was reported (only registered by epoll-et-shortread): the peer's FIN
+    /// is queued behind its data, so reads go on to EOF whatever their length.
+    pub(crate) rdhup: bool,
 }
 
 impl Conn {
@@ -71,6 +74,7 @@ impl Conn {
             linger: None,
             paused: false,
             read_ready: false,
+            rdhup: false,
         }
     }
 

@@ -2,6 +2,10 @@
 //! shard's read buffer, handing input to sessions, writing output, backpressure, accept
 //! pauses and the stop signal.
 //!
+//! Every `epoll_ctl` the shard makes is counted in `ShardStats::epoll_ctl`, and every
+//! event `epoll_wait` hands it in `ShardStats::events`: the two figures the claim
+//! variants of [`crate::trigger`] differ in.
+//!
 //! # Buffers
 //!
 //! Input is read into one per-shard buffer (`limits.read_buffer` bytes) and handed to the
@@ -58,7 +62,7 @@ use backend_api::ACCEPT_PAUSE;
 use backend_api::{listener, Flow, Limits, Service, Session, ShardContext, ShardStats};
 
 use crate::conn::{Conn, ConnTable, Token, LISTENER, STOP};
-use crate::sys::{self, Epoll, Events, ERR, HUP, IN, OUT};
+use crate::sys::{self, Epoll, Events, ERR, HUP, IN, OUT, RDHUP};
 use crate::trigger::Trigger;
 
 /// Serves `ctx` until its stop signal fires, then closes every connection.
@@ -72,6 +76,10 @@ pub(crate) fn run<T: Trigger>(ctx: ShardContext) -> io::Result<ShardStats> {
     epoll
         .add(listener, T::LISTENER_INTEREST, LISTENER)
         .map_err(|e| context(e, "registering the listener"))?;
+    let stats = ShardStats {
+        epoll_ctl: 2,
+        ..ShardStats::default()
+    };
 
     let read_buffer = ctx.limits.read_buffer.max(1);
     let mut shard = Shard::<T> {
@@ -83,13 +91,13 @@ pub(crate) fn run<T: Trigger>(ctx: ShardContext) -> io::Result<ShardStats> {
             rbuf: vec![0; read_buffer].into_boxed_slice(),
             scratch: Vec::with_capacity(read_buffer),
             limits: ctx.limits,
-            stats: ShardStats::default(),
+            stats,
             lingering: VecDeque::new(),
         },
         accept_paused_until: None,
         _trigger: PhantomData,
     };
-    let mut events = Events::new();
+    let mut events = Events::new(T::MAX_EVENTS);
     let outcome = shard.serve(&mut events);
     shard.io.stats.closed += shard.conns.clear() as u64;
     // The shard used the raw fds of `ctx`'s listener and stop signal; they close only now.
@@ -130,6 +138,7 @@ impl<T: Trigger> Shard<T> {
                 .wait_on(&self.epoll, self.wait_timeout())
                 .map_err(|e| context(e, "epoll_wait"))?;
             self.io.stats.loop_iterations += 1;
+            self.io.stats.events += n as u64;
             for i in 0..n {
                 let (bits, token) = events.get(i);
                 match token {
@@ -219,6 +228,7 @@ impl<T: Trigger> Shard<T> {
         let mut conn = Conn::new(fd, self.service.session(), 0);
         conn.interest = T::interest(&conn);
         let token = self.conns.next_token();
+        stats.epoll_ctl += 1;
         if let Err(e) = self.epoll.add(conn.raw(), conn.interest, token) {
             stats.closed += 1;
             drop(conn);
@@ -238,6 +248,7 @@ impl<T: Trigger> Shard<T> {
     fn pause_accept(&mut self) -> io::Result<()> {
         self.io.stats.accept_pauses += 1;
         self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+        self.io.stats.epoll_ctl += 1;
         self.epoll
             .modify(self.listener, 0, LISTENER)
             .map_err(|e| context(e, "pausing the listener"))
@@ -245,6 +256,7 @@ impl<T: Trigger> Shard<T> {
 
     fn resume_accept(&mut self) -> io::Result<()> {
         self.accept_paused_until = None;
+        self.io.stats.epoll_ctl += 1;
         self.epoll
             .modify(self.listener, T::LISTENER_INTEREST, LISTENER)
             .map_err(|e| context(e, "resuming the listener"))?;
@@ -274,7 +286,9 @@ impl<T: Trigger> Shard<T> {
             };
         let alive = alive && {
             let want = T::interest(conn);
-            want == conn.interest || {
+            // Oneshot: the event disarmed the fd; it must be armed again even unchanged.
+            (want == conn.interest && !T::ONESHOT) || {
+                self.io.stats.epoll_ctl += 1;
                 let ok = self.epoll.modify(conn.raw(), want, token).is_ok();
                 conn.interest = want;
                 ok
@@ -299,6 +313,9 @@ impl Io {
             if c.paused && c.out.len() <= self.limits.max_pending_output / 2 {
                 c.paused = false;
             }
+        }
+        if T::SHORT_READ_DRAINS && bits & RDHUP != 0 {
+            c.rdhup = true;
         }
         if T::EDGE {
             // Remember the edge even while reading is paused: it will not be repeated.
@@ -335,9 +352,14 @@ impl Io {
             }
             Err(e) => return Err(e),
         };
+        if T::SHORT_READ_DRAINS && n < self.rbuf.len() && !c.rdhup {
+            // The receive queue held less than the buffer: it is empty now, and whatever
+            // arrives next raises a new edge.
+            c.read_ready = false;
+        }
         self.stats.bytes_in += n as u64;
         let input = &self.rbuf[..n];
-        let flow = if c.out.is_empty() {
+        let flow = if c.out.is_empty() && !T::WRITE_ON_EPOLLOUT {
             self.scratch.clear();
             let flow = c.session.on_input(input, &mut self.scratch);
             let written = write::<T>(c.raw(), &self.scratch, &mut self.stats)?;
@@ -346,7 +368,8 @@ impl Io {
             }
             flow
         } else {
-            // A write already blocked: queue behind it, in order, until EPOLLOUT.
+            // A write already blocked (or this mode writes only on EPOLLOUT): queue
+            // behind it, in order, until EPOLLOUT.
             c.session.on_input(input, c.out.tail())
         };
         if flow == Flow::Close {
