@@ -57,7 +57,7 @@ pub const FD_SETSIZE: usize = libc::FD_SETSIZE;
 
 /// Descriptors a select server process keeps for other things than connections: the
 /// standard streams, each shard's listener and stop signal, and the runner's own.
-pub const RESERVED_FDS: usize = 24;
+pub const RESERVED_FDS: usize = 16;
 
 /// Most connections one select server process can hold: every one of them needs a
 /// descriptor below [`FD_SETSIZE`].
