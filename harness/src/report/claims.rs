@@ -562,12 +562,13 @@ fn claim_lt_like_poll(v: &View<'_>) -> Option<Row> {
     })
 }
 
-/// The highest median echo and http throughput among this run's cells, for the
-/// reference rows.
+/// The highest median closed-loop echo or http throughput among this run's cells, for
+/// the reference rows (a fixed-rate cell's throughput is its rate).
 fn our_best(v: &View<'_>) -> String {
     let mut best: Option<(f64, &str, &str)> = None;
     for c in &v.cells {
-        if !matches!(c.workload.kind, WorkloadKind::Echo | WorkloadKind::Http) {
+        let closed_loop = c.workload.rate.is_none();
+        if !closed_loop || !matches!(c.workload.kind, WorkloadKind::Echo | WorkloadKind::Http) {
             continue;
         }
         let Some(t) = v.median(&c.group, &c.backend, |c| {
@@ -579,9 +580,10 @@ fn our_best(v: &View<'_>) -> String {
             best = Some((t, c.backend.as_str(), c.group.as_str()));
         }
     }
-    best.map_or("no echo or http cell".to_string(), |(t, b, g)| {
-        format!("{:.1}k req/s ({b}, `{g}`)", t / 1000.0)
-    })
+    best.map_or(
+        "no closed-loop echo or http cell".to_string(),
+        |(t, b, g)| format!("{:.1}k req/s closed loop ({b}, `{g}`)", t / 1000.0),
+    )
 }
 
 #[cfg(test)]
