@@ -29,9 +29,28 @@ pub fn all() -> Vec<Arc<dyn Backend>> {
     all
 }
 
+/// Backends that exist to test the epoll field notes' claims (suites/seed-claims.toml):
+/// variants one point off a base backend, and the select baseline. Runnable by name
+/// (`--backends`, a suite's `backends`) and listed, but not in the default comparison,
+/// which keeps its time budget.
+pub fn claim_backends() -> Vec<Arc<dyn Backend>> {
+    vec![
+        Arc::new(backend_select::Select),
+        Arc::new(backend_epoll::EpollEtShortRead),
+        Arc::new(backend_epoll::EpollInOut),
+        Arc::new(backend_epoll::EpollToggle),
+        Arc::new(backend_epoll::EpollOneshot),
+        Arc::new(backend_epoll::EpollLtMaxEvents::<1>),
+        Arc::new(backend_epoll::EpollLtMaxEvents::<16>),
+        Arc::new(backend_epoll::EpollLtMaxEvents::<64>),
+        Arc::new(backend_epoll::EpollLtMaxEvents::<1024>),
+    ]
+}
+
 /// Finds a backend by name, or says which names exist.
 pub fn find(name: &str) -> anyhow::Result<Arc<dyn Backend>> {
-    let all = all();
+    let mut all = all();
+    all.extend(claim_backends());
     if let Some(b) = all.iter().find(|b| b.name() == name) {
         return Ok(Arc::clone(b));
     }
@@ -42,9 +61,27 @@ pub fn find(name: &str) -> anyhow::Result<Arc<dyn Backend>> {
     )
 }
 
+/// Most connections one server process of backend `name` can hold, and why, where the
+/// backend has such a ceiling below the descriptor limit: a cell needing more is
+/// unsupported, not run.
+pub fn connection_ceiling(name: &str) -> Option<(u64, String)> {
+    (name == backend_select::Select.name()).then(|| {
+        (
+            backend_select::MAX_CONNECTIONS as u64,
+            format!(
+                "select(2) cannot watch descriptors at or above FD_SETSIZE ({}): at most {} \
+                 connections per server process",
+                backend_select::FD_SETSIZE,
+                backend_select::MAX_CONNECTIONS
+            ),
+        )
+    })
+}
+
 /// `harness list`: one line per backend: name, availability, description.
 pub fn print_list(out: &mut impl Write) -> anyhow::Result<()> {
-    let all = all();
+    let mut all = all();
+    all.extend(claim_backends());
     let width = all.iter().map(|b| b.name().len()).max().unwrap_or(0);
     for b in &all {
         let status = match b.probe() {

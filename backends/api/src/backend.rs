@@ -97,6 +97,14 @@ pub struct ShardStats {
     /// and `closed` too.
     #[serde(default)]
     pub refused: u64,
+    /// `epoll_ctl` calls (`ADD` and `MOD`; closing a descriptor removes it without one).
+    /// 0 for backends that do not use epoll.
+    #[serde(default)]
+    pub epoll_ctl: u64,
+    /// Readiness events the loop was handed: the sum of what its waits (`epoll_wait`,
+    /// `poll`, `select`) returned. 0 where not counted.
+    #[serde(default)]
+    pub events: u64,
 }
 
 impl AddAssign for ShardStats {
@@ -113,5 +121,7 @@ impl AddAssign for ShardStats {
         // Shards hold connections at the same time, so peaks add up (an upper bound).
         self.peak_connections += o.peak_connections;
         self.refused += o.refused;
+        self.epoll_ctl += o.epoll_ctl;
+        self.events += o.events;
     }
 }

@@ -16,6 +16,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
+use backend_api::close::Linger;
 use backend_api::{AnySession, OutBuf};
 
 /// What epoll reports back for a registration: a connection's slot and generation, or one
@@ -45,16 +46,19 @@ pub(crate) struct Conn {
     pub(crate) read_closed: bool,
     /// The peer closed its side (read returned 0): nothing more will arrive.
     pub(crate) eof: bool,
-    /// The session asked to close and input kept arriving: our side is shut down for
-    /// writing (FIN sent after the response) and input is discarded until the peer
-    /// closes, because closing with unread input would send a reset that can destroy the
-    /// response still in flight.
-    pub(crate) lingering: bool,
+    /// Set when the session asked to close and input kept arriving: our side is shut down
+    /// for writing (FIN sent after the response) and input is discarded until the peer
+    /// closes, the deadline passes or the discard budget is spent, because closing with
+    /// unread input would send a reset that can destroy the response still in flight.
+    pub(crate) linger: Option<Linger>,
     /// Pending output passed the limit: reading is paused until it drains (backpressure).
     pub(crate) paused: bool,
     /// Edge-triggered only: a readable edge was seen and `EAGAIN` not yet, so the socket
     /// may hold input no further edge will announce.
     pub(crate) read_ready: bool,
+    /// `EPOLLRDHUP` was reported (only registered by epoll-et-shortread): the peer's FIN
+    /// is queued behind its data, so reads go on to EOF whatever their length.
+    pub(crate) rdhup: bool,
 }
 
 impl Conn {
@@ -67,9 +71,10 @@ impl Conn {
             interest,
             read_closed: false,
             eof: false,
-            lingering: false,
+            linger: None,
             paused: false,
             read_ready: false,
+            rdhup: false,
         }
     }
 
@@ -85,11 +90,17 @@ impl Conn {
         !self.read_closed && !self.paused
     }
 
+    /// True while the connection lingers (see [`Conn::linger`]).
+    #[inline]
+    pub(crate) fn lingering(&self) -> bool {
+        self.linger.is_some()
+    }
+
     /// True while the connection wants to hear about input: to read it for the session,
     /// or to discard it while lingering.
     #[inline]
     pub(crate) fn wants_input(&self) -> bool {
-        self.can_read() || self.lingering
+        self.can_read() || self.lingering()
     }
 
     /// Drops the output buffer's heap once it drained, so an idle connection holds none.

@@ -17,8 +17,12 @@ pub(crate) const ET: u32 = libc::EPOLLET as u32;
 pub(crate) const ERR: u32 = libc::EPOLLERR as u32;
 /// Hang-up (both directions shut, or reset); reported whether asked for or not.
 pub(crate) const HUP: u32 = libc::EPOLLHUP as u32;
+/// The peer shut down its writing side (its FIN arrived); reported only if asked for.
+pub(crate) const RDHUP: u32 = libc::EPOLLRDHUP as u32;
+/// Disable the fd after one event until it is re-armed with `EPOLL_CTL_MOD`.
+pub(crate) const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
 
-/// Most events one `epoll_wait` returns. 256 keeps the array at 3 KiB (12 bytes per event),
+/// Most events one `epoll_wait` returns, unless a mode sets its own. 256 keeps the array at 3 KiB (12 bytes per event),
 /// well inside L1, while a saturated loop still handles many ready fds per syscall; a full
 /// batch is simply continued by the next call, which returns at once. Larger arrays (1024
 /// in the field notes) buy little: by 256 the per-call cost is already amortised to noise.
@@ -40,10 +44,11 @@ impl Events {
         epoll.wait(&mut self.buf, timeout_ms)
     }
 
-    /// Room for [`MAX_EVENTS`].
-    pub(crate) fn new() -> Events {
+    /// Room for `max_events` (at least one).
+    pub(crate) fn new(max_events: usize) -> Events {
         Events {
-            buf: vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS].into_boxed_slice(),
+            buf: vec![libc::epoll_event { events: 0, u64: 0 }; max_events.max(1)]
+                .into_boxed_slice(),
         }
     }
 

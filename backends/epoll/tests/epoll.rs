@@ -359,6 +359,88 @@ fn lt_close_lingers_while_peer_sends() {
     close_lingers_while_peer_sends(EpollLt);
 }
 
+/// A peer that sends past its `Connection: close` request, then neither sends more nor
+/// closes: the server answers, sends EOF, lingers, and closes anyway at the deadline. A
+/// linger without one would hold the connection until the guard fails the test.
+fn linger_ends_at_the_deadline(backend: impl Backend + 'static) {
+    // A read buffer smaller than the request, so the stray bytes sent with it are still
+    // queued when the session closes: the server must linger rather than close with them
+    // unread.
+    let server = start(backend, Service::Http, limits(16, 1 << 20));
+    let addr = server.local_addr();
+    let mut c = connect(addr);
+    let mut request = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec();
+    request.extend_from_slice(&[b's'; 100]);
+    c.write_all(&request).unwrap();
+    let mut resp = Vec::new();
+    c.read_to_end(&mut resp).expect("response then EOF");
+    assert!(resp.ends_with(b"Hello, World!"), "{resp:?}");
+    wait_for_server_close(addr, &c);
+    let s = server.stop().unwrap().total;
+    assert_eq!((s.accepted, s.closed), (1, 1), "{s:?}");
+}
+
+#[test]
+fn et_linger_ends_at_the_deadline() {
+    linger_ends_at_the_deadline(EpollEt);
+}
+
+#[test]
+fn lt_linger_ends_at_the_deadline() {
+    linger_ends_at_the_deadline(EpollLt);
+}
+
+/// A peer that keeps sending after its `Connection: close` request: the server discards
+/// at most the linger budget, then closes (the peer's writes fail), instead of reading
+/// for it as long as the deadline allows.
+fn linger_ends_at_the_discard_budget(backend: impl Backend + 'static) {
+    const READ_BUFFER: usize = 16 << 10;
+    let server = start(backend, Service::Http, limits(READ_BUFFER, 1 << 20));
+    let addr = server.local_addr();
+    let mut c = connect(addr);
+    let request = b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || -> std::io::Result<u64> {
+        w.write_all(request)?;
+        let chunk = vec![b'j'; 64 << 10];
+        let mut sent = 0u64;
+        // Far past the budget: a server that never stops discarding lets all of it in.
+        while sent < 1 << 30 {
+            w.write_all(&chunk)?;
+            sent += chunk.len() as u64;
+        }
+        Ok(sent)
+    });
+    let mut resp = [0u8; 4096];
+    let n = c.read(&mut resp).expect("the response");
+    assert!(resp[..n].starts_with(b"HTTP/1.1 200 OK"));
+    let result = writer.join().unwrap();
+    assert!(
+        result.is_err(),
+        "the server read the whole gigabyte: {result:?}"
+    );
+    wait_for_server_close(addr, &c);
+    let s = server.stop().unwrap().total;
+    // The session's last read (request and the first junk), the budget, and the one read
+    // that crossed it.
+    let most = READ_BUFFER + backend_api::close::LINGER_MAX_DISCARD as usize + READ_BUFFER;
+    assert!(
+        s.bytes_in <= most as u64,
+        "discarded past the budget: {} > {most} bytes in",
+        s.bytes_in
+    );
+}
+
+#[test]
+fn et_linger_ends_at_the_discard_budget() {
+    linger_ends_at_the_discard_budget(EpollEt);
+}
+
+#[test]
+fn lt_linger_ends_at_the_discard_budget() {
+    linger_ends_at_the_discard_budget(EpollLt);
+}
+
 #[test]
 fn probe_and_names() {
     assert_eq!(EpollEt.name(), "epoll-et");

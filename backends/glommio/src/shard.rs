@@ -266,6 +266,7 @@ async fn serve(
         // Like the other event-driven backends, glommio leaves connections in the backlog
         // at its limit instead of refusing them.
         refused: 0,
+        ..ShardStats::default()
     })
 }
 

@@ -117,6 +117,14 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         };
         return cell;
     }
+    if let Some((most, why)) = crate::registry::connection_ceiling(job.backend) {
+        if conns > most {
+            cell.status = CellStatus::Unsupported {
+                reason: format!("needs {conns} connections: {why}"),
+            };
+            return cell;
+        }
+    }
     let kind = workload(w.kind);
     let spec = ServerSpec {
         exe: job.exe.to_path_buf(),

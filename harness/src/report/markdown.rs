@@ -80,6 +80,9 @@ pub fn markdown(results: &ResultsFile, links: &PlotLinks) -> String {
     for (group, shapes) in groups(results) {
         table(&mut md, &index, &group, &shapes, &figs, links);
     }
+    if let Some(claims) = super::claims::section(results) {
+        md.push_str(&claims);
+    }
     failures(&mut md, &index, results);
     plot_list(&mut md, &figs, links);
     md

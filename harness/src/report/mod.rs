@@ -1,6 +1,7 @@
 //! `harness report`: a results file as a markdown write-up (environment, one table per
 //! workload group, failures, links to the charts) or as CSV with one row per cell.
 
+mod claims;
 mod csv;
 mod markdown;
 

@@ -2,6 +2,10 @@
 //! shard's read buffer, handing input to sessions, writing output, backpressure, accept
 //! pauses and the stop signal.
 //!
+//! Every `epoll_ctl` the shard makes is counted in `ShardStats::epoll_ctl`, and every
+//! event `epoll_wait` hands it in `ShardStats::events`: the two figures the claim
+//! variants of [`crate::trigger`] differ in.
+//!
 //! # Buffers
 //!
 //! Input is read into one per-shard buffer (`limits.read_buffer` bytes) and handed to the
@@ -27,9 +31,16 @@
 //! unread input makes the kernel send a reset instead of a FIN, and a reset can destroy
 //! the final response before the peer reads it. If the peer did send more, the
 //! connection sends its FIN (`shutdown(SHUT_WR)`, so the peer sees the response and
-//! EOF) and lingers, discarding input, until the peer closes. (Like nginx's
-//! `lingering_close auto`, without its timers: a lingering connection costs what an idle
-//! one does.)
+//! EOF) and lingers, discarding input, until the peer closes, `LINGER_TIMEOUT` passes
+//! or `LINGER_MAX_DISCARD` bytes were thrown away: the shared close policy of
+//! [`backend_api::close`], like nginx's `lingering_close auto`.
+//!
+//! Lingering deadlines are all `LINGER_TIMEOUT` after their start, so they expire in the
+//! order they were set: a FIFO queue of `(deadline, token)` holds them, its front is the
+//! nearest, and `epoll_wait`'s timeout is cut to it. While nothing lingers the queue is
+//! empty and the loop pays one emptiness check per turn. A connection that closed before
+//! its deadline leaves a stale entry, dropped when it comes due (its token no longer
+//! matches a lingering connection).
 //!
 //! # Accept pauses
 //!
@@ -40,16 +51,18 @@
 //! interest is restored and, edge-triggered, the backlog is accepted at once: connections
 //! that queued while paused produce no new edge.
 
+use std::collections::VecDeque;
 use std::io;
 use std::marker::PhantomData;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
+use backend_api::close::{Linger, LingerStep};
 use backend_api::ACCEPT_PAUSE;
 use backend_api::{listener, Flow, Limits, Service, Session, ShardContext, ShardStats};
 
 use crate::conn::{Conn, ConnTable, Token, LISTENER, STOP};
-use crate::sys::{self, Epoll, Events, ERR, HUP, IN, OUT};
+use crate::sys::{self, Epoll, Events, ERR, HUP, IN, OUT, RDHUP};
 use crate::trigger::Trigger;
 
 /// Serves `ctx` until its stop signal fires, then closes every connection.
@@ -63,6 +76,10 @@ pub(crate) fn run<T: Trigger>(ctx: ShardContext) -> io::Result<ShardStats> {
     epoll
         .add(listener, T::LISTENER_INTEREST, LISTENER)
         .map_err(|e| context(e, "registering the listener"))?;
+    let stats = ShardStats {
+        epoll_ctl: 2,
+        ..ShardStats::default()
+    };
 
     let read_buffer = ctx.limits.read_buffer.max(1);
     let mut shard = Shard::<T> {
@@ -74,12 +91,13 @@ pub(crate) fn run<T: Trigger>(ctx: ShardContext) -> io::Result<ShardStats> {
             rbuf: vec![0; read_buffer].into_boxed_slice(),
             scratch: Vec::with_capacity(read_buffer),
             limits: ctx.limits,
-            stats: ShardStats::default(),
+            stats,
+            lingering: VecDeque::new(),
         },
         accept_paused_until: None,
         _trigger: PhantomData,
     };
-    let mut events = Events::new();
+    let mut events = Events::new(T::MAX_EVENTS);
     let outcome = shard.serve(&mut events);
     shard.io.stats.closed += shard.conns.clear() as u64;
     // The shard used the raw fds of `ctx`'s listener and stop signal; they close only now.
@@ -109,6 +127,8 @@ struct Io {
     scratch: Vec<u8>,
     limits: Limits,
     stats: ShardStats,
+    /// Deadlines of lingering connections, nearest first (see "Closing").
+    lingering: VecDeque<(Instant, Token)>,
 }
 
 impl<T: Trigger> Shard<T> {
@@ -118,6 +138,7 @@ impl<T: Trigger> Shard<T> {
                 .wait_on(&self.epoll, self.wait_timeout())
                 .map_err(|e| context(e, "epoll_wait"))?;
             self.io.stats.loop_iterations += 1;
+            self.io.stats.events += n as u64;
             for i in 0..n {
                 let (bits, token) = events.get(i);
                 match token {
@@ -131,22 +152,45 @@ impl<T: Trigger> Shard<T> {
                     _ => self.on_conn(token, bits),
                 }
             }
-            if let Some(until) = self.accept_paused_until {
-                if Instant::now() >= until {
+            if self.accept_paused_until.is_some() || !self.io.lingering.is_empty() {
+                let now = Instant::now();
+                if self.accept_paused_until.is_some_and(|until| now >= until) {
                     self.resume_accept()?;
                 }
+                self.expire_lingering(now);
             }
         }
     }
 
-    /// `-1` (no timeout) unless accepting is paused.
+    /// `-1` (no timeout) unless accepting is paused or a connection lingers: then until
+    /// the nearer of the pause's end and the nearest lingering deadline.
     fn wait_timeout(&self) -> i32 {
-        match self.accept_paused_until {
-            None => -1,
-            Some(until) => {
-                let left = until.saturating_duration_since(Instant::now());
-                // Rounded up: waking before the deadline would only go round again.
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        let linger = self.io.lingering.front().map(|&(deadline, _)| deadline);
+        let until = match (self.accept_paused_until, linger) {
+            (None, None) => return -1,
+            (Some(a), Some(b)) => a.min(b),
+            (Some(t), None) | (None, Some(t)) => t,
+        };
+        let left = until.saturating_duration_since(Instant::now());
+        // Rounded up: waking before the deadline would only go round again.
+        left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+    }
+
+    /// Closes every lingering connection whose deadline passed by `now`.
+    fn expire_lingering(&mut self, now: Instant) {
+        while let Some(&(deadline, token)) = self.io.lingering.front() {
+            if deadline > now {
+                return;
+            }
+            self.io.lingering.pop_front();
+            // A stale entry: the connection closed (or its slot moved on) meanwhile.
+            let expired = self
+                .conns
+                .get_mut(token)
+                .and_then(|c| c.linger)
+                .is_some_and(|l| l.expired(now));
+            if expired && self.conns.remove(token) {
+                self.io.stats.closed += 1;
             }
         }
     }
@@ -184,6 +228,7 @@ impl<T: Trigger> Shard<T> {
         let mut conn = Conn::new(fd, self.service.session(), 0);
         conn.interest = T::interest(&conn);
         let token = self.conns.next_token();
+        stats.epoll_ctl += 1;
         if let Err(e) = self.epoll.add(conn.raw(), conn.interest, token) {
             stats.closed += 1;
             drop(conn);
@@ -203,6 +248,7 @@ impl<T: Trigger> Shard<T> {
     fn pause_accept(&mut self) -> io::Result<()> {
         self.io.stats.accept_pauses += 1;
         self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+        self.io.stats.epoll_ctl += 1;
         self.epoll
             .modify(self.listener, 0, LISTENER)
             .map_err(|e| context(e, "pausing the listener"))
@@ -210,6 +256,7 @@ impl<T: Trigger> Shard<T> {
 
     fn resume_accept(&mut self) -> io::Result<()> {
         self.accept_paused_until = None;
+        self.io.stats.epoll_ctl += 1;
         self.epoll
             .modify(self.listener, T::LISTENER_INTEREST, LISTENER)
             .map_err(|e| context(e, "resuming the listener"))?;
@@ -230,11 +277,18 @@ impl<T: Trigger> Shard<T> {
         // ERR: reset or failed, nothing more can be delivered. HUP: both directions shut,
         // so unless we shut ours (lingering, where the read of EOF closes) the connection
         // was reset.
-        let dead = bits & ERR != 0 || (bits & HUP != 0 && !conn.lingering);
-        let alive = !dead && self.io.drive::<T>(conn, bits).is_ok() && self.io.keep_open::<T>(conn);
+        let dead = bits & ERR != 0 || (bits & HUP != 0 && !conn.lingering());
+        let alive = !dead
+            && if conn.lingering() {
+                self.io.linger::<T>(conn, bits)
+            } else {
+                self.io.drive::<T>(conn, bits).is_ok() && self.io.keep_open::<T>(conn, token)
+            };
         let alive = alive && {
             let want = T::interest(conn);
-            want == conn.interest || {
+            // Oneshot: the event disarmed the fd; it must be armed again even unchanged.
+            (want == conn.interest && !T::ONESHOT) || {
+                self.io.stats.epoll_ctl += 1;
                 let ok = self.epoll.modify(conn.raw(), want, token).is_ok();
                 conn.interest = want;
                 ok
@@ -252,13 +306,6 @@ impl Io {
     /// must be closed; it never concerns other connections.
     #[inline]
     fn drive<T: Trigger>(&mut self, c: &mut Conn, bits: u32) -> io::Result<()> {
-        if c.lingering {
-            if bits & IN != 0 {
-                // Level: one read per event. Edge: until EAGAIN (or EOF, which closes).
-                while self.discard(c)? == Discard::Data && T::EDGE {}
-            }
-            return Ok(());
-        }
         if bits & OUT != 0 && !c.out.is_empty() {
             let written = self.write::<T>(c.raw(), c.out.pending())?;
             c.out.advance(written);
@@ -266,6 +313,9 @@ impl Io {
             if c.paused && c.out.len() <= self.limits.max_pending_output / 2 {
                 c.paused = false;
             }
+        }
+        if T::SHORT_READ_DRAINS && bits & RDHUP != 0 {
+            c.rdhup = true;
         }
         if T::EDGE {
             // Remember the edge even while reading is paused: it will not be repeated.
@@ -302,9 +352,14 @@ impl Io {
             }
             Err(e) => return Err(e),
         };
+        if T::SHORT_READ_DRAINS && n < self.rbuf.len() && !c.rdhup {
+            // The receive queue held less than the buffer: it is empty now, and whatever
+            // arrives next raises a new edge.
+            c.read_ready = false;
+        }
         self.stats.bytes_in += n as u64;
         let input = &self.rbuf[..n];
-        let flow = if c.out.is_empty() {
+        let flow = if c.out.is_empty() && !T::WRITE_ON_EPOLLOUT {
             self.scratch.clear();
             let flow = c.session.on_input(input, &mut self.scratch);
             let written = write::<T>(c.raw(), &self.scratch, &mut self.stats)?;
@@ -313,7 +368,8 @@ impl Io {
             }
             flow
         } else {
-            // A write already blocked: queue behind it, in order, until EPOLLOUT.
+            // A write already blocked (or this mode writes only on EPOLLOUT): queue
+            // behind it, in order, until EPOLLOUT.
             c.session.on_input(input, c.out.tail())
         };
         if flow == Flow::Close {
@@ -325,9 +381,36 @@ impl Io {
         Ok(())
     }
 
+    /// One event for a lingering connection: discard input (level: one read; edge: until
+    /// `EAGAIN`). False when it must close now: EOF, an error, the deadline or the
+    /// discard budget.
+    fn linger<T: Trigger>(&mut self, c: &mut Conn, bits: u32) -> bool {
+        let fd = c.raw();
+        let Some(linger) = &mut c.linger else {
+            return true;
+        };
+        if bits & IN == 0 {
+            return true;
+        }
+        loop {
+            match discard(fd, &mut self.rbuf, &mut self.stats) {
+                Ok(Discard::Data(n)) => {
+                    if linger.on_read(n, Instant::now()) == LingerStep::Close {
+                        return false;
+                    }
+                }
+                Ok(Discard::Empty) => return true,
+                Ok(Discard::Eof) | Err(_) => return false,
+            }
+            if !T::EDGE {
+                return true;
+            }
+        }
+    }
+
     /// After an event: false when the connection is finished and must be closed now.
     #[inline]
-    fn keep_open<T: Trigger>(&mut self, c: &mut Conn) -> bool {
+    fn keep_open<T: Trigger>(&mut self, c: &mut Conn, token: Token) -> bool {
         if !c.read_closed || !c.out.is_empty() {
             return true;
         }
@@ -335,51 +418,42 @@ impl Io {
             // The peer closed and everything it asked for is written.
             return false;
         }
-        if c.lingering {
-            return true;
-        }
         // The session closed and its last response is written. Closing with unread input
         // makes the kernel send a reset, which can destroy that response before the peer
         // reads it. Usually nothing is queued (one read says EAGAIN) and the close sends a
         // plain FIN after the response.
-        match self.discard(c) {
-            Ok(Discard::Data) => {}
+        let first = match discard(c.raw(), &mut self.rbuf, &mut self.stats) {
+            Ok(Discard::Data(n)) => n,
             Ok(Discard::Empty | Discard::Eof) | Err(_) => return false,
-        }
+        };
         // The peer sent more after its last request and may still be sending: FIN now
-        // (it sees the response, then EOF), and discard its input until it closes.
+        // (it sees the response, then EOF), and discard its input until it closes, the
+        // deadline passes or the budget is spent.
         if sys::shutdown_write(c.raw()).is_err() {
             return false;
         }
-        c.lingering = true;
+        let now = Instant::now();
+        let mut linger = Linger::start(now);
+        if linger.on_read(first, now) == LingerStep::Close {
+            return false;
+        }
         if T::EDGE {
             // The input still queued raises no new edge.
             loop {
-                match self.discard(c) {
-                    Ok(Discard::Data) => {}
+                match discard(c.raw(), &mut self.rbuf, &mut self.stats) {
+                    Ok(Discard::Data(n)) => {
+                        if linger.on_read(n, Instant::now()) == LingerStep::Close {
+                            return false;
+                        }
+                    }
                     Ok(Discard::Empty) => break,
                     Ok(Discard::Eof) | Err(_) => return false,
                 }
             }
         }
+        self.lingering.push_back((linger.deadline(), token));
+        c.linger = Some(linger);
         true
-    }
-
-    /// One read whose bytes are thrown away (the session is done with the connection).
-    fn discard(&mut self, c: &mut Conn) -> io::Result<Discard> {
-        self.stats.reads += 1;
-        match sys::read(c.raw(), &mut self.rbuf) {
-            Ok(0) => {
-                c.eof = true;
-                Ok(Discard::Eof)
-            }
-            Ok(n) => {
-                self.stats.bytes_in += n as u64;
-                Ok(Discard::Data)
-            }
-            Err(e) if sys::would_block(&e) => Ok(Discard::Empty),
-            Err(e) => Err(e),
-        }
     }
 
     #[inline]
@@ -391,9 +465,24 @@ impl Io {
 /// What a discarding read found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Discard {
-    Data,
+    /// This many bytes, thrown away.
+    Data(usize),
     Empty,
     Eof,
+}
+
+/// One read whose bytes are thrown away (the session is done with the connection).
+fn discard(fd: RawFd, rbuf: &mut [u8], stats: &mut ShardStats) -> io::Result<Discard> {
+    stats.reads += 1;
+    match sys::read(fd, rbuf) {
+        Ok(0) => Ok(Discard::Eof),
+        Ok(n) => {
+            stats.bytes_in += n as u64;
+            Ok(Discard::Data(n))
+        }
+        Err(e) if sys::would_block(&e) => Ok(Discard::Empty),
+        Err(e) => Err(e),
+    }
 }
 
 /// Writes from `buf`: edge-triggered until done or `EAGAIN` (an `EPOLLOUT` edge comes only

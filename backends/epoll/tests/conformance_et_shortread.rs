@@ -1,0 +1,2 @@
+//! The shared conformance suite, run against epoll-et-shortread.
+backend_conformance::suite!(backend_epoll::EpollEtShortRead);
