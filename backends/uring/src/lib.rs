@@ -55,6 +55,8 @@
 mod bufring;
 mod conn;
 mod diag;
+#[cfg(test)]
+mod faults;
 pub mod probe;
 mod recvbuf;
 mod shard;

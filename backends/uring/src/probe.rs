@@ -336,7 +336,8 @@ fn check_here(variant: Variant, tuning: &Tuning) -> Result<(), Unsupported> {
         // Without it every socket operation that would block goes to an io-wq thread.
         items.push("IORING_FEAT_FAST_POLL (added in Linux 5.7)".into());
     }
-    if variant.multishot() && !params.is_feature_ext_arg() {
+    if !params.is_feature_ext_arg() {
+        // The stop's drain waits with a deadline (a timeout argument to io_uring_enter).
         items.push("IORING_FEAT_EXT_ARG (added in Linux 5.11)".into());
     }
     if variant.sqpoll() && !params.is_feature_sqpoll_nonfixed() {

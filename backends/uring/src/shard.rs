@@ -10,14 +10,18 @@
 //! cancelled, every connection is aborted (its receive and send cancelled), each socket is
 //! closed with a `Close` SQE once no operation on it is in flight, and the loop keeps
 //! turning until every SQE ever submitted has produced its final CQE. Only then are the
-//! buffer ring unregistered and the buffers freed. If the loop fails and cannot drain,
-//! [`Shard`]'s `Drop` leaks the buffers instead of freeing memory the kernel may write.
+//! buffer ring unregistered and the buffers freed, after one `AsyncCancel` matching anything
+//! confirms the kernel holds nothing (a count that was wrong would otherwise free buffers
+//! under it). Draining has a deadline ([`Tuning::drain_timeout`]) and fails at once if the
+//! kernel dropped completions (EBADR, CQ overflow). If the loop fails and cannot drain,
+//! [`Shard`]'s `Drop` leaks the buffers instead of freeing memory the kernel may write, and
+//! leaks the sockets too while unsubmitted SQEs may still name them.
 
 use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backend_api::listener::{is_accept_exhaustion, is_accept_transient, prepare_accepted};
 use backend_api::{
@@ -57,55 +61,127 @@ pub(crate) fn run(
     Ok(shard.stats)
 }
 
-/// The submission side of the ring, split from its completion queue so completions can
-/// be dispatched while new SQEs are queued.
+/// The ring as the loop uses it: its submission side, its completion queue, and the count of
+/// operations in flight. Every SQE is pushed through [`Io::push`], which counts it the moment
+/// it is queued, so no error path between a push and its bookkeeping can leave the count too
+/// low (teardown frees buffers only when it reaches zero).
 struct Io<'r> {
     submitter: Submitter<'r>,
     sq: SubmissionQueue<'r>,
+    cq: CompletionQueue<'r>,
     sqpoll: bool,
+    /// SQEs queued or submitted whose final CQE has not been reaped.
+    inflight: u64,
+    /// `io_uring_enter` calls retried after EBUSY/EAGAIN (diagnostics).
+    retries: u64,
+    #[cfg(test)]
+    faults: crate::faults::Injector,
 }
 
 impl Io<'_> {
-    /// Queues `entry`, submitting first if the SQ is full.
+    /// Queues `entry`, submitting first if the SQ is full, and counts it in flight.
     ///
     /// # Safety
     ///
     /// Every pointer `entry` carries (buffers, timespecs) must stay valid, and every buffer
     /// it names must not be read or written by us, until the operation's final CQE.
     unsafe fn push(&mut self, entry: &squeue::Entry) -> io::Result<()> {
+        #[cfg(test)]
+        self.faults.on_push(entry)?;
         loop {
             // SAFETY: forwarded from this function's contract.
             if unsafe { self.sq.push(entry) }.is_ok() {
+                self.inflight += 1;
                 return Ok(());
             }
             self.sq.sync();
-            match self.submitter.submit() {
-                Ok(_) => {}
-                Err(e) if retryable(&e) => {}
-                Err(e) => return Err(e),
-            }
+            self.enter(0, None)?;
             self.sq.sync();
             if self.sqpoll && self.sq.is_full() {
                 // The SQ thread consumes asynchronously: wait until it made room.
-                match self.submitter.squeue_wait() {
-                    Ok(_) => {}
-                    Err(e) if retryable(&e) => {}
-                    Err(e) => return Err(e),
-                }
+                self.retrying(|io| io.submitter.squeue_wait())?;
                 self.sq.sync();
+            }
+        }
+    }
+
+    /// Submits what is queued and waits for `want` completions, or until `timeout`.
+    /// Returns Ok on a timeout. Fails when the kernel dropped completions (EBADR, or the CQ
+    /// overflow counter moved): the in-flight count can then never reach zero.
+    fn enter(&mut self, want: usize, timeout: Option<&types::Timespec>) -> io::Result<()> {
+        self.sq.sync();
+        let result = self.retrying(|io| {
+            #[cfg(test)]
+            io.faults.on_enter()?;
+            match timeout {
+                Some(ts) => io
+                    .submitter
+                    .submit_with_args(want, &types::SubmitArgs::new().timespec(ts)),
+                None => io.submitter.submit_and_wait(want),
+            }
+        });
+        match result {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ETIME) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EBADR) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    "the kernel dropped io_uring completions (EBADR): the completion queue \
+                     overflowed and no memory was left to buffer them; raise Tuning::cq_entries",
+                ));
+            }
+            Err(e) => return Err(e),
+        }
+        self.check_overflow()
+    }
+
+    /// Fails if the kernel counted dropped completions.
+    fn check_overflow(&self) -> io::Result<()> {
+        let dropped = self.cq.overflow();
+        if dropped > 0 {
+            return Err(io::Error::other(format!(
+                "the kernel dropped {dropped} io_uring completions (CQ overflow): raise \
+                 Tuning::cq_entries"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs one `io_uring_enter`, retrying a bounded number of times after EINTR, and after
+    /// EBUSY/EAGAIN (the kernel asks us to reap first) once the completions already consumed
+    /// are handed back by publishing the CQ head.
+    fn retrying(
+        &mut self,
+        mut call: impl FnMut(&mut Self) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let mut busy = 0;
+        loop {
+            match call(self) {
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                    busy += 1;
+                    if busy > ENTER_RETRIES {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!(
+                                "io_uring_enter failed {ENTER_RETRIES} times in a row with \
+                                 {e}: the completion queue stays full; raise \
+                                 Tuning::cq_entries"
+                            ),
+                        ));
+                    }
+                    self.retries += 1;
+                    self.cq.sync();
+                }
+                other => return other,
             }
         }
     }
 }
 
-/// Errors of `io_uring_enter` after which the loop simply turns again: a signal, or the
-/// kernel asking us to reap completions first.
-fn retryable(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EINTR | libc::EBUSY | libc::EAGAIN)
-    )
-}
+/// How many times in a row `io_uring_enter` may report EBUSY/EAGAIN before the shard gives
+/// up (each retry first publishes the CQ head, so a full CQ of consumed entries clears).
+const ENTER_RETRIES: u32 = 64;
 
 /// One shard's state. Holds everything the kernel may touch while operations are in
 /// flight: the listener, the connection sockets and buffers, the buffer ring, the pause
@@ -135,8 +211,16 @@ struct Shard {
     /// At `max_connections`: no accepting until a connection closes.
     accept_full: bool,
     stopping: bool,
-    /// SQEs submitted whose final CQE has not been reaped, connection ones included.
-    inflight: u64,
+    /// The stop eventfd's `PollAdd` is in flight.
+    stop_armed: bool,
+    /// Set at shutdown: when draining gives up.
+    drain_deadline: Option<Instant>,
+    drain_timeout: Duration,
+    /// Set when `run` ended with operations still in flight: `Drop` must not free what the
+    /// kernel may still use.
+    abandoned: Option<Abandoned>,
+    #[cfg(test)]
+    faults: crate::faults::Faults,
     stats: ShardStats,
     counters: DiagnosticsSnapshot,
     flushed: DiagnosticsSnapshot,
@@ -192,7 +276,12 @@ impl Shard {
             accept_paused: false,
             accept_full: false,
             stopping: false,
-            inflight: 0,
+            stop_armed: false,
+            drain_deadline: None,
+            drain_timeout: tuning.drain_timeout,
+            abandoned: None,
+            #[cfg(test)]
+            faults: tuning.faults.clone(),
             stats: ShardStats::default(),
             counters: DiagnosticsSnapshot::default(),
             flushed: DiagnosticsSnapshot::default(),
@@ -201,11 +290,16 @@ impl Shard {
     }
 
     fn run(&mut self, ring: &mut IoUring) -> io::Result<()> {
-        let (submitter, sq, mut cq) = ring.split();
+        let (submitter, sq, cq) = ring.split();
         let mut io = Io {
             submitter,
             sq,
+            cq,
             sqpoll: self.variant.sqpoll(),
+            inflight: 0,
+            retries: 0,
+            #[cfg(test)]
+            faults: crate::faults::Injector::new(self.faults.clone()),
         };
         if let Some(bufring) = self.bufring.as_mut() {
             bufring.register(&io.submitter).map_err(|e| {
@@ -215,55 +309,84 @@ impl Shard {
                 )
             })?;
         }
-        let mut result = self.serve(&mut io, &mut cq);
-        if result.is_err() && self.inflight > 0 {
+        let mut result = self.serve(&mut io);
+        if result.is_err() && io.inflight > 0 {
             // Cancel and reap what we can so the buffers may be freed; if this fails too,
             // Drop leaks them.
             let _ = self.begin_shutdown(&mut io);
-            let _ = self.serve_until_drained(&mut io, &mut cq);
+            let _ = self.serve_until_drained(&mut io);
         }
-        if self.inflight == 0 {
+        if io.inflight == 0 {
+            if let Err(e) = verify_nothing_in_flight(&mut io) {
+                io.inflight = 1; // abandon: our count was wrong
+                result = result.and(Err(e));
+            }
+        }
+        if io.inflight == 0 {
             if let Some(bufring) = self.bufring.as_mut() {
                 if let Err(e) = bufring.unregister(&io.submitter) {
                     result = result.and(Err(e));
                 }
             }
+        } else {
+            io.sq.sync();
+            self.abandoned = Some(Abandoned {
+                queued: !io.sq.is_empty(),
+            });
         }
+        self.counters.enter_retries = io.retries;
         self.flush_diagnostics();
         result
     }
 
-    fn serve(&mut self, io: &mut Io<'_>, cq: &mut CompletionQueue<'_>) -> io::Result<()> {
+    fn serve(&mut self, io: &mut Io<'_>) -> io::Result<()> {
         self.arm_stop(io)?;
         self.maybe_arm_accept(io)?;
-        self.serve_until_drained(io, cq)
+        self.serve_until_drained(io)
     }
 
-    fn serve_until_drained(
-        &mut self,
-        io: &mut Io<'_>,
-        cq: &mut CompletionQueue<'_>,
-    ) -> io::Result<()> {
+    fn serve_until_drained(&mut self, io: &mut Io<'_>) -> io::Result<()> {
         loop {
-            if self.stopping && self.inflight == 0 {
-                return Ok(());
+            let mut timeout = None;
+            if let Some(deadline) = self.drain_deadline {
+                if io.inflight == 0 {
+                    return Ok(());
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "stopping: {} io_uring operations still in flight {:?} after the \
+                             stop; their buffers and sockets are leaked rather than freed \
+                             under the kernel",
+                            io.inflight, self.drain_timeout
+                        ),
+                    ));
+                }
+                timeout = Some(
+                    types::Timespec::new()
+                        .sec(left.as_secs())
+                        .nsec(left.subsec_nanos()),
+                );
             }
             io.sq.sync();
             // With SQPOLL, submitting needs no syscall unless the SQ thread sleeps; only
             // wait in the kernel when there is nothing to reap.
-            cq.sync();
-            let want = usize::from(!io.sqpoll || CompletionQueue::is_empty(cq));
-            match io.submitter.submit_and_wait(want) {
-                Ok(_) => {}
-                Err(e) if retryable(&e) => {}
-                Err(e) => return Err(e),
-            }
+            io.cq.sync();
+            let want = usize::from(!io.sqpoll || io.cq.is_empty());
+            io.enter(want, timeout.as_ref())?;
             self.stats.loop_iterations += 1;
-            cq.sync();
-            for cqe in &mut *cq {
-                self.complete(io, cqe.user_data(), cqe.result(), cqe.flags())?;
+            io.cq.sync();
+            while let Some(cqe) = io.cq.next() {
+                let (user_data, res, flags) = (cqe.user_data(), cqe.result(), cqe.flags());
+                #[cfg(test)]
+                let Some((user_data, res, flags)) = io.faults.on_cqe(user_data, res, flags) else {
+                    continue;
+                };
+                self.complete(io, user_data, res, flags)?;
             }
-            cq.sync();
+            io.cq.sync();
             if !self.stopping && self.stop.is_fired() {
                 // Belt and braces: the PollAdd normally reports this first.
                 self.begin_shutdown(io)?;
@@ -281,14 +404,18 @@ impl Shard {
         flags: u32,
     ) -> io::Result<()> {
         let more = cqueue::more(flags);
+        if !more {
+            io.inflight = io.inflight.saturating_sub(1);
+        }
         let Some(token) = Token::decode(user_data) else {
             return Ok(());
         };
-        if !more {
-            self.inflight = self.inflight.saturating_sub(1);
-        }
         match token.op {
             Op::Stop => {
+                self.stop_armed = false;
+                if res == -libc::ECANCELED && self.stopping {
+                    return Ok(()); // cancelled by a shutdown after an error
+                }
                 if res < 0 {
                     let e = io::Error::from_raw_os_error(-res);
                     return Err(io::Error::new(
@@ -340,7 +467,6 @@ impl Shard {
                 // SAFETY: `self.pause` is boxed and lives as long as the shard, which
                 // outlives every in-flight operation.
                 unsafe { io.push(&entry) }?;
-                self.inflight += 1;
                 self.accept_paused = true;
                 self.stats.accept_pauses += 1;
             }
@@ -429,12 +555,20 @@ impl Shard {
                         (Some(bid), Some(ring)) => ring.data(bid, n),
                         _ => conn.recv_buf.as_deref().and_then(|b| b.get(..n)),
                     };
-                    if let Some(data) = data {
-                        if !conn.read_done
-                            && !conn.aborting
-                            && conn.session.on_input(data, conn.out.tail()) == Flow::Close
-                        {
-                            conn.read_done = true;
+                    match data {
+                        Some(data) => {
+                            if !conn.read_done
+                                && !conn.aborting
+                                && conn.session.on_input(data, conn.out.tail()) == Flow::Close
+                            {
+                                conn.read_done = true;
+                            }
+                        }
+                        None => {
+                            // A buffer id or length we never handed out: the bytes are
+                            // lost, so the stream is broken. Never carry on without them.
+                            self.counters.lost_input += 1;
+                            conn.aborting = true;
                         }
                     }
                     if let (Some(pool), Some(buf)) = (self.pool.as_mut(), conn.recv_buf.as_mut()) {
@@ -514,6 +648,7 @@ impl Shard {
             self.dirty = dirty;
         }
         self.maybe_arm_accept(io)?;
+        self.counters.enter_retries = io.retries;
         self.flush_diagnostics();
         Ok(())
     }
@@ -531,7 +666,6 @@ impl Shard {
         let gen = conn.gen;
         let fd = types::Fd(conn.fd);
         let token = |op| Token::conn(op, slot, gen).encode();
-        let mut queued = 0u64;
         let mut cancels = 0u64;
 
         if stopping {
@@ -556,7 +690,6 @@ impl Shard {
                     unsafe { io.push(&entry) }?;
                     conn.send_inflight = true;
                     conn.inflight += 1;
-                    queued += 1;
                 }
             }
 
@@ -592,7 +725,6 @@ impl Shard {
                 unsafe { io.push(&entry) }?;
                 conn.recv_armed = true;
                 conn.inflight += 1;
-                queued += 1;
                 if conn.recv_ended {
                     conn.recv_ended = false;
                     self.counters.recv_rearms += 1;
@@ -622,7 +754,6 @@ impl Shard {
         }
         let close =
             conn.inflight == 0 && (conn.aborting || (conn.read_done && conn.pending() == 0));
-        self.inflight += queued + cancels;
         self.counters.cancels += cancels;
         if close {
             self.close(io, slot)?;
@@ -648,10 +779,7 @@ impl Shard {
         // SAFETY: Close carries no pointer; the descriptor is ours and no operation is in
         // flight on it, and its number is not reused before the Close runs.
         match unsafe { io.push(&entry) } {
-            Ok(()) => {
-                self.inflight += 1;
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(e) => {
                 // SAFETY: closing a descriptor we own with nothing in flight on it.
                 unsafe { libc::close(conn.fd) };
@@ -668,7 +796,7 @@ impl Shard {
         // SAFETY: PollAdd carries no pointer; the eventfd outlives the shard (we hold a
         // clone of the signal).
         unsafe { io.push(&entry) }?;
-        self.inflight += 1;
+        self.stop_armed = true;
         Ok(())
     }
 
@@ -697,7 +825,6 @@ impl Shard {
         // SAFETY: no address is asked for (null pointers); the listener lives as long as
         // the shard.
         unsafe { io.push(&entry) }?;
-        self.inflight += 1;
         self.accept_armed = true;
         if self.accept_ended {
             self.accept_ended = false;
@@ -714,7 +841,6 @@ impl Shard {
                 Token::shard(Op::AcceptCancel).encode(),
             )?;
             self.accept_cancel = true;
-            self.inflight += 1;
             self.counters.cancels += 1;
         }
         Ok(())
@@ -725,6 +851,16 @@ impl Shard {
             return Ok(());
         }
         self.stopping = true;
+        self.drain_deadline = Some(Instant::now() + self.drain_timeout);
+        if self.stop_armed && !self.stop.is_fired() {
+            // Shutting down after an error: the stop poll would wait for the user's stop.
+            cancel(
+                io,
+                Token::shard(Op::Stop).encode(),
+                Token::shard(Op::Ignore).encode(),
+            )?;
+            self.counters.cancels += 1;
+        }
         if self.accept_armed {
             self.cancel_accept(io)?;
         }
@@ -734,7 +870,6 @@ impl Shard {
                 Token::shard(Op::AcceptPause).encode(),
                 Token::shard(Op::Ignore).encode(),
             )?;
-            self.inflight += 1;
             self.counters.cancels += 1;
         }
         for slot in self.table.slots() {
@@ -765,23 +900,73 @@ fn cancel(io: &mut Io<'_>, target: u64, user_data: u64) -> io::Result<()> {
     unsafe { io.push(&entry) }
 }
 
+/// How a shard that could not reap everything left the ring.
+struct Abandoned {
+    /// SQEs were still queued in the SQ, unsubmitted: with SQPOLL the kernel may still
+    /// pick them up, and they name descriptors by number.
+    queued: bool,
+}
+
+/// After the count reached zero, asks the kernel to cancel anything still in flight: a
+/// count that was too low would otherwise let teardown free buffers the kernel still writes
+/// into. Fails (and the caller abandons the ring) if something was found.
+fn verify_nothing_in_flight(io: &mut Io<'_>) -> io::Result<()> {
+    let entry = opcode::AsyncCancel2::new(types::CancelBuilder::any())
+        .build()
+        .user_data(Token::shard(Op::Ignore).encode());
+    // SAFETY: AsyncCancel2 carries no pointer.
+    unsafe { io.push(&entry) }?;
+    loop {
+        io.enter(1, None)?;
+        io.cq.sync();
+        if let Some(cqe) = io.cq.next() {
+            if !cqueue::more(cqe.flags()) {
+                io.inflight = io.inflight.saturating_sub(1);
+            }
+            io.cq.sync();
+            if cqe.user_data() != Token::shard(Op::Ignore).encode() {
+                return Err(io::Error::other(format!(
+                    "io_uring bookkeeping bug: a completion ({:#x}) arrived after the in-flight \
+                     count reached zero; leaking the shard's buffers",
+                    cqe.user_data()
+                )));
+            }
+            return match cqe.result() {
+                // CANCEL_ANY returns how many it cancelled. EINVAL: a kernel without
+                // CANCEL_ANY (added in 5.19), which cannot check.
+                r if r > 0 => Err(io::Error::other(format!(
+                    "io_uring bookkeeping bug: {r} operations were still in flight when the \
+                     count reached zero; leaking the shard's buffers"
+                ))),
+                _ => Ok(()),
+            };
+        }
+    }
+}
+
 impl Drop for Shard {
     fn drop(&mut self) {
-        let abandoned = self.inflight > 0;
+        let Some(abandoned) = self.abandoned.take() else {
+            for conn in self.table.drain() {
+                // SAFETY: nothing is in flight (the count reached zero and the kernel
+                // confirmed it), so no SQE names this descriptor of ours.
+                unsafe { libc::close(conn.fd) };
+            }
+            return;
+        };
         for conn in self.table.drain() {
-            let fd: RawFd = conn.fd;
-            // SAFETY: the descriptor is ours; closing it is memory-safe even if an
-            // operation still holds the file (the kernel keeps its own reference).
-            unsafe { libc::close(fd) };
-            if abandoned {
-                // The kernel may still write into this connection's buffers.
-                std::mem::forget(conn);
+            if !abandoned.queued {
+                // SAFETY: the descriptor is ours and no unsubmitted SQE names it; closing
+                // it is memory-safe even if a submitted operation still holds the file (the
+                // kernel keeps its own reference).
+                unsafe { libc::close(conn.fd) };
             }
+            // Queued SQEs may still name the descriptor (so its number must not be reused)
+            // and the kernel may still write into the connection's buffers.
+            std::mem::forget(conn);
         }
-        if abandoned {
-            if let Some(ring) = self.bufring.take() {
-                std::mem::forget(ring);
-            }
+        if let Some(ring) = self.bufring.take() {
+            std::mem::forget(ring);
         }
     }
 }

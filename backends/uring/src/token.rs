@@ -11,7 +11,7 @@
 pub(crate) const GEN_MASK: u32 = (1 << 24) - 1;
 
 /// What a completion belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub(crate) enum Op {
     /// The stop eventfd's `PollAdd`.

@@ -1,5 +1,7 @@
 //! What distinguishes the three backends ([`Variant`]) and the knobs they share ([`Tuning`]).
 
+use std::time::Duration;
+
 /// Which io_uring feature set a backend uses. One event loop serves all three; the
 /// variant decides how accept and receive are armed and how the ring is set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,6 +95,12 @@ pub struct Tuning {
     /// `SO_SNDBUF` for accepted sockets; `None` leaves the kernel's autotuning alone. Tests
     /// set it small to force short sends.
     pub send_buffer: Option<u32>,
+    /// Longest a stopping shard waits for its cancelled operations to complete. Past it the
+    /// shard fails and leaks what the kernel may still use instead of waiting forever.
+    pub drain_timeout: Duration,
+    /// Faults to inject (unit tests only).
+    #[cfg(test)]
+    pub(crate) faults: crate::faults::Faults,
 }
 
 impl Tuning {
@@ -109,6 +117,9 @@ impl Tuning {
             sq_thread: SqThread::SameCore,
             sq_thread_idle_ms: 1,
             send_buffer: None,
+            drain_timeout: Duration::from_secs(5),
+            #[cfg(test)]
+            faults: crate::faults::Faults::default(),
         }
     }
 }
