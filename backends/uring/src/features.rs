@@ -394,4 +394,30 @@ mod tests {
         }
         assert_eq!(Features::full(), *ladder.last().unwrap());
     }
+
+    #[test]
+    fn the_ablation_suite_names_every_ladder_step() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../suites/uring-ablation.toml"
+        );
+        let suite = std::fs::read_to_string(path).expect("suites/uring-ablation.toml");
+        let names: Vec<&str> = suite
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| s.starts_with("uring") && *s != "uring-ablation")
+            .collect();
+        for step in Features::ladder() {
+            assert!(
+                names.contains(&step.name()),
+                "the suite lacks {}",
+                step.name()
+            );
+        }
+        for name in names {
+            let parsed = Features::parse(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!(parsed.unwrap().name(), name, "canonical names in the suite");
+        }
+    }
 }

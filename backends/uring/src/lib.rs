@@ -217,8 +217,15 @@ pub fn backend(name: &str) -> Option<Result<Arc<dyn Backend>, BadName>> {
     }))
 }
 
-/// The ladder's steps beyond `uring` ([`Features::ladder`]), plus the toggles that are
-/// not on it (`coop` alone, `napi` alone), to register after the historical backends.
+/// The top of the ladder ([`Features::full`]): what the default comparison runs beside the
+/// three historical backends.
+pub fn full() -> Arc<dyn Backend> {
+    Arc::new(Tuned::new(Features::full()))
+}
+
+/// The ladder's steps beyond `uring` ([`Features::ladder`], ending with [`full`]), then the
+/// toggles that are not on it (`coop` alone, `napi` alone): what `harness list` shows and
+/// `suites/uring-ablation.toml` runs.
 pub fn ladder() -> Vec<Arc<dyn Backend>> {
     let mut sets: Vec<Features> = Features::ladder().into_iter().skip(1).collect();
     sets.push(Features::NONE.with(Feature::Coop));
