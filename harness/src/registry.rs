@@ -22,6 +22,8 @@ pub fn all() -> Vec<Arc<dyn Backend>> {
         Arc::new(backend_poll::Poll),
         Arc::new(backend_blocking::Blocking),
     ];
+    // The top of the io_uring ladder; the other steps resolve by name (see `find`).
+    all.push(backend_uring::full());
     if std::env::var(crate::faulty::ENV).as_deref() == Ok("1") {
         all.push(Arc::new(crate::faulty::PanicAfter(8)));
         all.push(Arc::new(crate::faulty::NeverReady));
@@ -54,9 +56,13 @@ pub fn find(name: &str) -> anyhow::Result<Arc<dyn Backend>> {
     if let Some(b) = all.iter().find(|b| b.name() == name) {
         return Ok(Arc::clone(b));
     }
+    // Any io_uring feature set, `uring+feature+...`; a bad one lists the valid features.
+    if let Some(b) = backend_uring::backend(name) {
+        return b.map_err(anyhow::Error::new);
+    }
     let names: Vec<&str> = all.iter().map(|b| b.name()).collect();
     bail!(
-        "unknown backend '{name}'; known backends: {}",
+        "unknown backend '{name}'; known backends: {} (or an io_uring feature set, uring+feature+...)",
         names.join(", ")
     )
 }
@@ -82,6 +88,11 @@ pub fn connection_ceiling(name: &str) -> Option<(u64, String)> {
 pub fn print_list(out: &mut impl Write) -> anyhow::Result<()> {
     let mut all = all();
     all.extend(claim_backends());
+    for b in backend_uring::ladder() {
+        if !all.iter().any(|a| a.name() == b.name()) {
+            all.push(b);
+        }
+    }
     let width = all.iter().map(|b| b.name().len()).max().unwrap_or(0);
     for b in &all {
         let status = match b.probe() {

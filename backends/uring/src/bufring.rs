@@ -9,6 +9,16 @@
 //! hands it back, and [`BufRing::recycle`] + [`BufRing::publish`] give it to the kernel
 //! again. The mappings are freed only after [`BufRing::unregister`] and after every
 //! receive that could select a buffer has completed (the shard guarantees both).
+//!
+//! A receive bundle names only its first buffer; the rest are the ones the kernel took from
+//! the following ring entries, so [`BufRing`] remembers which buffer it wrote at which ring
+//! ring position, counted without wrapping at the ring size (`seq`, `pos`): the entry a
+//! consumed buffer sat in may be rewritten before its completion is read, its position in
+//! the sequence is not (the 16-bit tail wraps only after 65,536 writes, more than any
+//! buffer can stay lent). Completions can arrive in another order than the kernel selected
+//! their buffers, so nothing assumes an order between completions. An incrementally consumed
+//! buffer (`IOU_PBUF_RING_INC`, flagged `IORING_CQE_F_BUF_MORE` while the kernel keeps
+//! filling it) has its fill offset tracked until it is handed back whole.
 
 use std::io;
 use std::ptr::{self, NonNull};
@@ -86,11 +96,32 @@ pub(crate) struct BufRing {
     published: u16,
     bgid: u16,
     registered: bool,
+    /// `IOU_PBUF_RING_INC`: buffers are consumed piece by piece.
+    incremental: bool,
+    /// The buffer written at each tail value (65,536 entries).
+    seq: Vec<u16>,
+    /// The tail value each buffer was last written at.
+    pos: Vec<u16>,
+    /// Incremental mode: bytes of each buffer already handed out.
+    filled: Vec<u32>,
+    /// Buffers the kernel holds (published or about to be): a completion naming any other
+    /// is not ours to read.
+    lent: Vec<bool>,
 }
+
+/// `IOU_PBUF_RING_INC` (Linux 6.12); the io-uring crate keeps it in its private bindings.
+const IOU_PBUF_RING_INC: u16 = 2;
+/// `IORING_CQE_F_BUF_MORE`: the kernel keeps filling this buffer (incremental mode).
+const IORING_CQE_F_BUF_MORE: u32 = 1 << 4;
 
 impl BufRing {
     /// Maps a ring of `entries` buffers of `buf_size` bytes, every buffer in the ring.
-    pub(crate) fn new(entries: u16, buf_size: u32, bgid: u16) -> io::Result<BufRing> {
+    pub(crate) fn new(
+        entries: u16,
+        buf_size: u32,
+        bgid: u16,
+        incremental: bool,
+    ) -> io::Result<BufRing> {
         if !entries.is_power_of_two() || entries > 32768 || buf_size == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -112,6 +143,11 @@ impl BufRing {
             published: 0,
             bgid,
             registered: false,
+            incremental,
+            seq: vec![0; 1 << 16],
+            pos: vec![0; entries as usize],
+            filled: vec![0; entries as usize],
+            lent: vec![false; entries as usize],
         };
         for bid in 0..entries {
             ring.recycle(bid);
@@ -130,7 +166,11 @@ impl BufRing {
                 self.ring.ptr.as_ptr() as u64,
                 self.entries,
                 self.bgid,
-                0,
+                if self.incremental {
+                    IOU_PBUF_RING_INC
+                } else {
+                    0
+                },
             )
         }?;
         self.registered = true;
@@ -152,31 +192,87 @@ impl BufRing {
         self.bgid
     }
 
-    /// The first `len` bytes of buffer `bid`, which a completion just handed back.
-    ///
-    /// Returns `None` for an id or length the ring never handed out (a kernel bug or a
-    /// misrouted completion): the caller drops the data rather than reading out of bounds.
-    pub(crate) fn data(&self, bid: u16, len: usize) -> Option<&[u8]> {
-        if bid >= self.entries || len > self.buf_size as usize {
+    /// `len` bytes at `offset` in buffer `bid`, which a completion just handed back (see
+    /// [`BufRing::take`]). `None` for a range outside the buffer.
+    pub(crate) fn data(&self, bid: u16, offset: usize, len: usize) -> Option<&[u8]> {
+        if bid >= self.entries || offset.checked_add(len)? > self.buf_size as usize {
             return None;
         }
         // SAFETY: in bounds of the buffers mapping (checked above). A completion named
-        // `bid`, so the kernel finished writing it and will not select it again until it
-        // is recycled and published, which needs `&mut self` and so ends this borrow.
+        // `bid`, so the kernel finished writing these bytes and will not write them again
+        // until the buffer is recycled and published, which needs `&mut self` and so ends
+        // this borrow.
         Some(unsafe {
             std::slice::from_raw_parts(
                 self.bufs
                     .ptr
                     .as_ptr()
-                    .add(bid as usize * self.buf_size as usize),
+                    .add(bid as usize * self.buf_size as usize + offset),
                 len,
             )
         })
     }
 
+    /// Accounts for a receive completion of `n` bytes with CQE `flags`: fills `segments`
+    /// with the `(bid, offset, len)` pieces holding them, in order, and recycles every
+    /// buffer the kernel handed back whole (the kernel sees them after the next
+    /// [`BufRing::publish`], so the pieces stay readable until then). `None` when the
+    /// completion names a buffer that is not at the head, or more bytes than the buffers
+    /// hold: the data cannot be found.
+    pub(crate) fn take(
+        &mut self,
+        flags: u32,
+        n: usize,
+        segments: &mut Vec<(u16, u32, u32)>,
+    ) -> Option<()> {
+        segments.clear();
+        let bid = io_uring::cqueue::buffer_select(flags)?;
+        if bid >= self.entries || !self.lent[bid as usize] {
+            return None;
+        }
+        let size = self.buf_size as usize;
+        if self.incremental {
+            let off = self.filled[bid as usize] as usize;
+            if off + n > size {
+                return None;
+            }
+            segments.push((bid, off as u32, n as u32));
+            if flags & IORING_CQE_F_BUF_MORE != 0 {
+                self.filled[bid as usize] += n as u32;
+            } else {
+                self.filled[bid as usize] = 0;
+                self.recycle(bid);
+            }
+            return Some(());
+        }
+        // One buffer, or (a bundle) as many consecutive ring entries as the bytes fill.
+        let count = n.div_ceil(size).max(1);
+        if count > self.entries as usize {
+            return None;
+        }
+        let first = self.pos[bid as usize];
+        for i in 0..count as u16 {
+            let b = self.seq[first.wrapping_add(i) as usize];
+            if !self.lent[b as usize] || (i > 0 && b == bid) {
+                segments.clear();
+                return None;
+            }
+            let done = i as usize * size;
+            segments.push((b, 0, (n - done).min(size) as u32));
+        }
+        for &(b, _, _) in segments.iter() {
+            self.recycle(b);
+        }
+        Some(())
+    }
+
     /// Puts buffer `bid` back at the tail. The kernel sees it after [`BufRing::publish`].
-    pub(crate) fn recycle(&mut self, bid: u16) {
-        debug_assert!(bid < self.entries);
+    fn recycle(&mut self, bid: u16) {
+        if bid >= self.entries {
+            return; // never ours: publishing it would hand the kernel a wild address
+        }
+        // Handed back: until it is written at the tail below, it is ours.
+        self.lent[bid as usize] = false;
         let mask = self.entries - 1;
         let idx = (self.tail & mask) as usize;
         let addr = self.bufs.ptr.as_ptr() as u64 + bid as u64 * self.buf_size as u64;
@@ -189,6 +285,9 @@ impl BufRing {
             ptr::addr_of_mut!((*desc).len).write(self.buf_size);
             ptr::addr_of_mut!((*desc).bid).write(bid);
         }
+        self.seq[self.tail as usize] = bid;
+        self.pos[bid as usize] = self.tail;
+        self.lent[bid as usize] = true;
         self.tail = self.tail.wrapping_add(1);
     }
 
@@ -216,14 +315,59 @@ mod tests {
 
     #[test]
     fn recycles_in_order_and_bounds_checks() {
-        let mut r = BufRing::new(4, 64, 0).unwrap();
+        let mut r = BufRing::new(4, 64, 0, false).unwrap();
         assert_eq!(r.tail, 4);
-        assert!(r.data(4, 1).is_none());
-        assert!(r.data(0, 65).is_none());
-        assert_eq!(r.data(3, 64).unwrap().len(), 64);
-        r.recycle(2);
+        assert!(r.data(4, 0, 1).is_none());
+        assert!(r.data(0, 0, 65).is_none());
+        assert!(r.data(0, 60, 5).is_none());
+        assert_eq!(r.data(3, 0, 64).unwrap().len(), 64);
+        assert!(BufRing::new(3, 64, 0, false).is_err());
+        let mut seg = Vec::new();
+        let sel = |bid: u16| io_uring_buffer_flag(bid);
+        r.take(sel(2), 10, &mut seg).unwrap();
+        assert_eq!(
+            seg,
+            [(2, 0, 10)],
+            "completions may arrive out of ring order"
+        );
+        // A bundle of 100 bytes from buffer 0 spans ring entries 0 and 1.
+        r.take(sel(0), 100, &mut seg).unwrap();
+        assert_eq!(seg, [(0, 0, 64), (1, 0, 36)]);
+        assert!(
+            r.take(sel(3), 1000, &mut seg).is_none(),
+            "more than the ring holds"
+        );
         r.publish();
-        assert_eq!(r.published, 5);
-        assert!(BufRing::new(3, 64, 0).is_err());
+        assert_eq!(r.published, 7);
+        // Buffer 2 went back at position 4 (ring entry 0, which buffer 0 sat in), buffer 0
+        // at 5: a bundle from buffer 2 continues with buffer 0.
+        r.take(sel(2), 128, &mut seg).unwrap();
+        assert_eq!(seg, [(2, 0, 64), (0, 0, 64)]);
+    }
+
+    fn io_uring_buffer_flag(bid: u16) -> u32 {
+        // IORING_CQE_F_BUFFER with the id in the upper 16 bits.
+        1 | (u32::from(bid) << 16)
+    }
+
+    #[test]
+    fn incremental_buffers_stay_at_the_head_until_handed_back() {
+        let mut r = BufRing::new(2, 64, 0, true).unwrap();
+        let mut seg = Vec::new();
+        let more = io_uring_buffer_flag(0) | IORING_CQE_F_BUF_MORE;
+        r.take(more, 10, &mut seg).unwrap();
+        assert_eq!(seg, [(0, 0, 10)]);
+        r.take(more, 20, &mut seg).unwrap();
+        assert_eq!(seg, [(0, 10, 20)]);
+        r.take(io_uring_buffer_flag(0), 34, &mut seg).unwrap();
+        assert_eq!(seg, [(0, 30, 34)]);
+        assert_eq!(r.pos[0], 2, "buffer 0 went back to the tail");
+        assert!(r
+            .take(
+                io_uring_buffer_flag(1) | IORING_CQE_F_BUF_MORE,
+                65,
+                &mut seg
+            )
+            .is_none());
     }
 }

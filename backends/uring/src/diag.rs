@@ -19,6 +19,8 @@ pub struct Diagnostics {
     cancels: AtomicU64,
     backpressure_pauses: AtomicU64,
     peak_pending_output: AtomicU64,
+    lost_input: AtomicU64,
+    enter_retries: AtomicU64,
 }
 
 /// A copy of [`Diagnostics`] at one moment.
@@ -49,6 +51,11 @@ pub struct DiagnosticsSnapshot {
     pub backpressure_pauses: u64,
     /// Most output bytes one connection had pending (queued plus in flight).
     pub peak_pending_output: u64,
+    /// Receive completions whose data could not be found (a buffer id or length never
+    /// handed out); each aborted its connection. Must stay 0.
+    pub lost_input: u64,
+    /// `io_uring_enter` calls retried after EBUSY/EAGAIN.
+    pub enter_retries: u64,
 }
 
 impl Diagnostics {
@@ -72,6 +79,8 @@ impl Diagnostics {
             cancels: l(&self.cancels),
             backpressure_pauses: l(&self.backpressure_pauses),
             peak_pending_output: l(&self.peak_pending_output),
+            lost_input: l(&self.lost_input),
+            enter_retries: l(&self.enter_retries),
         }
     }
 
@@ -104,6 +113,8 @@ impl Diagnostics {
             now.backpressure_pauses,
             before.backpressure_pauses,
         );
+        add(&self.lost_input, now.lost_input, before.lost_input);
+        add(&self.enter_retries, now.enter_retries, before.enter_retries);
         self.peak_pending_output
             .fetch_max(now.peak_pending_output, Ordering::Relaxed);
     }

@@ -1,8 +1,38 @@
 //! Raw io_uring backends for ringside, on the `io-uring` crate (no liburing).
 //!
-//! Three backends share one event loop (`src/shard.rs`), one connection table (`src/conn.rs`) and
-//! one completion dispatch; only the [`Variant`] differs, so `harness compare` shows what
-//! each kernel feature is worth:
+//! Every backend here is one [`Features`] set run by one event loop (`src/shard/`), one
+//! connection table (`src/conn.rs`) and one completion dispatch, so `harness compare` shows
+//! what each kernel feature is worth.
+//!
+//! # Feature sets by name
+//!
+//! `uring` is the one-shot baseline; `uring+feature+feature...` adds toggles, in any order
+//! (the canonical name lists them in [`Feature::ALL`] order). A name that is not valid gets
+//! an error listing the valid features, or the combination rule it breaks. Every toggle is
+//! probed: a set the kernel lacks reports `unsupported: <what is missing, which Linux has
+//! it>`. [`backend`] resolves any name; [`ladder`] is the registered ladder.
+//!
+//! | feature | what | Linux |
+//! | --- | --- | --- |
+//! | `coop` | `IORING_SETUP_COOP_TASKRUN` | 5.19 |
+//! | `single` | `IORING_SETUP_SINGLE_ISSUER` | 6.0 |
+//! | `defer` | `IORING_SETUP_DEFER_TASKRUN` (needs `single`) | 6.1 |
+//! | `sqpoll` | SQ polling thread on the shard's core (not with `defer`, `minwait`) | 5.11 |
+//! | `ringfd` | registered ring fd for `io_uring_enter` | 5.18 |
+//! | `minwait` | min-wait batching: wait for [`Tuning::min_wait_batch`] completions or [`Tuning::min_wait_usec`] | 6.12 |
+//! | `accept-multi` | multishot accept | 5.19 |
+//! | `fixed` | accepted sockets as fixed (direct) descriptors, fixed-file ops, setsockopt by `URING_CMD` | 6.7 |
+//! | `recv-multi` | multishot recv from a provided buffer ring | 6.0 |
+//! | `inc` | incremental buffer consumption (needs `recv-multi`, not with `bundle`) | 6.12 |
+//! | `bundle` | receive bundles (needs `recv-multi`) | 6.10 |
+//! | `zc` | `SEND_ZC` for sends of at least [`Tuning::zc_threshold`] bytes | 6.0 |
+//! | `napi` | NAPI busy poll (needs a NAPI device; loopback has none) | 6.9 |
+//!
+//! The ladder adds, from `uring`: `single`, `defer`, `ringfd`, `accept-multi`,
+//! `recv-multi`, `bundle`, `minwait`, `zc`, `fixed` ([`Features::ladder`]). Send bundles
+//! are not implemented.
+//!
+//! The historical names keep their meaning:
 //!
 //! | backend | accept | receive | ring setup |
 //! | --- | --- | --- | --- |
@@ -10,16 +40,25 @@
 //! | `uring-multishot` | multishot `Accept` | multishot `Recv` from a provided buffer ring | `SINGLE_ISSUER` + `DEFER_TASKRUN` |
 //! | `uring-sqpoll` | multishot `Accept` | multishot `Recv` from a provided buffer ring | `SQPOLL` (idle 1 ms), SQ thread pinned to the shard's core |
 //!
-//! Every variant sends with one-shot `Send` (never two in flight per connection), waits on
-//! the stop eventfd with a `PollAdd`, pauses accepting with a `Timeout` after `EMFILE`, and
-//! closes sockets with `Close` SQEs, all batched into one `submit_and_wait` per loop turn.
+//! Every set sends with one-shot `Send` (or `SendZc`; never two in flight per connection),
+//! waits on the stop eventfd with a `PollAdd`, pauses accepting with a `Timeout` after
+//! `EMFILE`, and closes sockets with `Close` SQEs, all batched into one `io_uring_enter` per
+//! loop turn.
+//!
+//! # Closing
+//!
+//! Every set follows `backend_api::close`: when the session ends a connection, pending
+//! output is flushed, a `Shutdown(SHUT_WR)` SQE sends the FIN, input is received and
+//! discarded until EOF, `LINGER_TIMEOUT` (checked by a shard `Timeout` every 250 ms) or
+//! `LINGER_MAX_DISCARD` bytes, and only then the socket is closed. After the peer's EOF the
+//! socket closes once output is flushed.
 //!
 //! # Memory per connection
 //!
-//! `uring-multishot` and `uring-sqpoll` hold no receive buffer per connection: the kernel
+//! Sets with `recv-multi` hold no receive buffer per connection: the kernel
 //! picks a buffer from the shard's provided buffer ring when data arrives, and the buffer
 //! returns to the ring as soon as the session consumed it. An idle connection costs its
-//! table entry (about 150 bytes). One-shot `uring` must hand the kernel a buffer with every
+//! table entry (about 150 bytes). One-shot receives must hand the kernel a buffer with every
 //! `Recv`, and the kernel may write into it until the completion arrives, so an idle
 //! connection pins one buffer. It starts at [`Tuning::recv_min`] (1 KiB), grows ×4 while
 //! receives fill it, up to `limits.read_buffer`, and shrinks by halves when they do not;
@@ -55,8 +94,12 @@
 mod bufring;
 mod conn;
 mod diag;
+#[cfg(test)]
+mod faults;
+mod features;
 pub mod probe;
 mod recvbuf;
+pub mod setup;
 mod shard;
 mod token;
 mod variant;
@@ -67,6 +110,7 @@ use std::sync::Arc;
 use backend_api::{Backend, ShardContext, ShardStats, Unsupported};
 
 pub use diag::{Diagnostics, DiagnosticsSnapshot};
+pub use features::{BadName, Feature, Features};
 pub use variant::{SqThread, Tuning, Variant};
 
 /// `uring`: one-shot accept, recv and send SQEs, one `submit_and_wait` per loop turn.
@@ -93,10 +137,10 @@ macro_rules! fixed_variant {
                 $variant.describe()
             }
             fn probe(&self) -> Result<(), Unsupported> {
-                probe::check($variant, &Tuning::for_variant($variant)).map(drop)
+                probe::check($variant, &Tuning::default())
             }
             fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
-                shard::run($variant, &Tuning::for_variant($variant), None, ctx)
+                shard::run($variant.features(), &Tuning::default(), None, ctx)
             }
         }
     };
@@ -106,22 +150,22 @@ fixed_variant!(Uring, Variant::OneShot);
 fixed_variant!(UringMultishot, Variant::Multishot);
 fixed_variant!(UringSqpoll, Variant::Sqpoll);
 
-/// A variant with explicit [`Tuning`] and optional live [`Diagnostics`]: for tests that
-/// must force rare paths (a tiny buffer ring forces `ENOBUFS`) and for experiments.
-/// Registered backends use [`Uring`], [`UringMultishot`] and [`UringSqpoll`].
+/// Any feature set, with explicit [`Tuning`] and optional live [`Diagnostics`]: what
+/// [`backend`] and [`ladder`] hand out, and what tests use to force rare paths (a tiny
+/// buffer ring forces `ENOBUFS`).
 #[derive(Debug, Clone)]
 pub struct Tuned {
-    variant: Variant,
+    features: Features,
     tuning: Tuning,
     diagnostics: Option<Arc<Diagnostics>>,
 }
 
 impl Tuned {
-    /// `variant` with its default tuning and no diagnostics.
-    pub fn new(variant: Variant) -> Tuned {
+    /// `features` (or a [`Variant`]) with the default tuning and no diagnostics.
+    pub fn new(features: impl Into<Features>) -> Tuned {
         Tuned {
-            variant,
-            tuning: Tuning::for_variant(variant),
+            features: features.into(),
+            tuning: Tuning::default(),
             diagnostics: None,
         }
     }
@@ -138,23 +182,55 @@ impl Tuned {
         self
     }
 
-    /// The tuning in use.
-    pub fn current_tuning(&self) -> &Tuning {
-        &self.tuning
+    /// The feature set.
+    pub fn features(&self) -> Features {
+        self.features
     }
 }
 
 impl Backend for Tuned {
     fn name(&self) -> &'static str {
-        self.variant.name()
+        self.features.name()
     }
     fn describe(&self) -> &'static str {
-        self.variant.describe()
+        self.features.describe()
     }
     fn probe(&self) -> Result<(), Unsupported> {
-        probe::check(self.variant, &self.tuning).map(drop)
+        probe::check(self.features, &self.tuning)
     }
     fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
-        shard::run(self.variant, &self.tuning, self.diagnostics.clone(), ctx)
+        shard::run(self.features, &self.tuning, self.diagnostics.clone(), ctx)
     }
+}
+
+/// Resolves a uring backend name (`uring`, `uring-multishot`, `uring-sqpoll` or
+/// `uring+feature+...`). `None` when `name` is not a uring name; `Err` says what is wrong
+/// and lists the valid features.
+pub fn backend(name: &str) -> Option<Result<Arc<dyn Backend>, BadName>> {
+    Some(Features::parse(name)?.map(|f| -> Arc<dyn Backend> {
+        match Variant::ALL.into_iter().find(|v| v.features() == f) {
+            Some(Variant::OneShot) => Arc::new(Uring),
+            Some(Variant::Multishot) => Arc::new(UringMultishot),
+            Some(Variant::Sqpoll) => Arc::new(UringSqpoll),
+            None => Arc::new(Tuned::new(f)),
+        }
+    }))
+}
+
+/// The top of the ladder ([`Features::full`]): what the default comparison runs beside the
+/// three historical backends.
+pub fn full() -> Arc<dyn Backend> {
+    Arc::new(Tuned::new(Features::full()))
+}
+
+/// The ladder's steps beyond `uring` ([`Features::ladder`], ending with [`full`]), then the
+/// toggles that are not on it (`coop` alone, `napi` alone): what `harness list` shows and
+/// `suites/uring-ablation.toml` runs.
+pub fn ladder() -> Vec<Arc<dyn Backend>> {
+    let mut sets: Vec<Features> = Features::ladder().into_iter().skip(1).collect();
+    sets.push(Features::NONE.with(Feature::Coop));
+    sets.push(Features::NONE.with(Feature::Napi));
+    sets.into_iter()
+        .map(|f| Arc::new(Tuned::new(f)) as Arc<dyn Backend>)
+        .collect()
 }

@@ -1,29 +1,18 @@
-//! What each variant needs from the kernel, checked for real, and errors that say what is
-//! missing, which Linux added it, and how to fix limits.
+//! What each feature set needs from the kernel, checked for real, and errors that say what
+//! is missing and which Linux added it.
 //!
 //! [`check`] never trusts the version string alone: it reads
 //! `/proc/sys/kernel/io_uring_disabled`, creates a ring, asks `IORING_REGISTER_PROBE`
-//! for every opcode used, reads the feature bits, sets up a trial ring with exactly the
-//! variant's flags and sizes (one trial per flag when that fails, to name the culprit),
-//! and for the multishot variants registers a buffer ring and runs a multishot accept and
-//! a multishot receive on a loopback connection. The kernel version appears only in the
-//! messages, as "added in Linux X".
+//! for every opcode used, reads the feature bits, sets up a trial ring per setup flag (to
+//! name the culprit), then the exact ring a shard builds, registers what the set registers
+//! (ring fd, fixed file table, NAPI), runs a setsockopt through `IORING_OP_URING_CMD` for
+//! fixed files, and for multishot sets registers a buffer ring (incremental if asked) and
+//! runs a multishot accept and a multishot receive on a loopback connection. The kernel
+//! version appears only in the messages, as "added in Linux X".
 //!
-//! # Locked memory
-//!
-//! Which io_uring memory counts against `RLIMIT_MEMLOCK` changed twice:
-//! - up to Linux 5.11 the SQ/CQ rings and the SQE array were charged to `RLIMIT_MEMLOCK`;
-//! - Linux 5.12 to 6.13 charged them to the memory cgroup instead (`GFP_KERNEL_ACCOUNT`),
-//!   so only registered fixed buffers (which these backends do not use) counted;
-//! - since Linux 6.14 rings, SQEs and provided-buffer rings are io_uring "memory regions",
-//!   and `io_create_region()` charges their pages to `RLIMIT_MEMLOCK` again (as well as to
-//!   the memory cgroup). Verified on 6.18: as an unprivileged user with `ulimit -l 64`, a
-//!   1024-entry ring fails with `ENOMEM` and a 256-entry one succeeds.
-//!
-//! The charge is per *user* (all that user's rings in all processes), is skipped for
-//! processes with `CAP_IPC_LOCK` (root has it), and is released asynchronously after a
-//! ring is closed. The buffers a provided-buffer ring points at are plain memory, not
-//! locked. [`locked_bytes`] estimates one shard's charge.
+//! NAPI busy polling needs sockets whose packets arrive through a NAPI device; loopback and
+//! veth connections carry no NAPI id (`SO_INCOMING_NAPI_ID` reads 0), so on a box that
+//! benchmarks over loopback `napi` is reported unsupported even where the kernel has it.
 
 use std::io;
 use std::net::{TcpListener, TcpStream};
@@ -33,179 +22,9 @@ use backend_api::Unsupported;
 use io_uring::{cqueue, opcode, squeue, types, Builder, IoUring, Probe};
 
 use crate::bufring::BufRing;
-use crate::{SqThread, Tuning, Variant};
-
-/// The ring builder for `variant`: the one place its setup flags are chosen. `core` is the
-/// shard's core (for SQ thread placement); `None` leaves the SQ thread unbound.
-pub(crate) fn builder(variant: Variant, tuning: &Tuning, core: Option<usize>) -> Builder {
-    let mut b = IoUring::builder();
-    b.setup_cqsize(tuning.cq_entries.max(tuning.sq_entries));
-    match variant {
-        Variant::OneShot => {}
-        Variant::Multishot => {
-            // DEFER_TASKRUN: completion work runs only when we enter the kernel to wait,
-            // batched, never interrupting the loop (it subsumes COOP_TASKRUN).
-            b.setup_single_issuer().setup_defer_taskrun();
-        }
-        Variant::Sqpoll => {
-            b.setup_sqpoll(tuning.sq_thread_idle_ms);
-            let cpu = match tuning.sq_thread {
-                SqThread::SameCore => core.map(|c| c as u32),
-                SqThread::Cpu(c) => Some(c),
-                SqThread::Unbound => None,
-            };
-            if let Some(cpu) = cpu {
-                b.setup_sqpoll_cpu(cpu);
-            }
-        }
-    }
-    b
-}
-
-/// Estimated bytes one shard's rings pin and charge to `RLIMIT_MEMLOCK` (where the kernel
-/// charges them, see the module docs): SQE array, SQ/CQ rings, buffer ring descriptors.
-pub fn locked_bytes(variant: Variant, tuning: &Tuning) -> usize {
-    let page = 4096usize;
-    let round = |n: usize| n.div_ceil(page) * page;
-    let sq = tuning.sq_entries.next_power_of_two() as usize;
-    let cq = (tuning.cq_entries.max(tuning.sq_entries)).next_power_of_two() as usize;
-    // struct io_rings is a few hundred bytes before the CQE array; the SQ index array
-    // follows the CQEs.
-    let rings = round(512 + cq * 16 + sq * 4);
-    let sqes = round(sq * 64);
-    let bufring = if variant.multishot() {
-        round(tuning.buf_ring_entries as usize * 16)
-    } else {
-        0
-    };
-    rings + sqes + bufring
-}
-
-/// The running kernel's release string and `(major, minor)`.
-fn kernel() -> (String, Option<(u32, u32)>) {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into());
-    let mut parts = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<u32>().ok());
-    let version = match (parts.next().flatten(), parts.next().flatten()) {
-        (Some(a), Some(b)) => Some((a, b)),
-        _ => None,
-    };
-    (release, version)
-}
-
-/// True when this kernel charges ring memory to `RLIMIT_MEMLOCK` (≤ 5.11, ≥ 6.14).
-fn kernel_charges_memlock(version: Option<(u32, u32)>) -> bool {
-    match version {
-        Some(v) => !((5, 12)..(6, 14)).contains(&v),
-        None => true,
-    }
-}
-
-/// True when the process has `CAP_IPC_LOCK` (exempt from the memlock charge).
-fn has_cap_ipc_lock() -> bool {
-    const CAP_IPC_LOCK: u32 = 14;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
-}
-
-/// The soft `RLIMIT_MEMLOCK` in bytes (`None` when unlimited or unreadable).
-fn memlock_limit() -> Option<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit into the struct we pass.
-    let r = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
-    (r == 0 && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
-}
-
-/// Turns a failed ring setup into an error that names the cause and the fix.
-pub(crate) fn explain_setup_error(
-    e: io::Error,
-    variant: Variant,
-    tuning: &Tuning,
-    shards: usize,
-) -> io::Error {
-    let (release, version) = kernel();
-    let msg = match e.raw_os_error() {
-        Some(libc::ENOMEM) => {
-            let need = locked_bytes(variant, tuning);
-            let limit = memlock_limit().map_or("unlimited".into(), |l| format!("{} KiB", l / 1024));
-            if kernel_charges_memlock(version) && !has_cap_ipc_lock() {
-                format!(
-                    "creating the io_uring failed with ENOMEM: Linux {release} charges ring \
-                     memory to RLIMIT_MEMLOCK (about {} KiB per shard, {} KiB for {shards} \
-                     shards, shared with this user's other rings), and the limit is {limit}. \
-                     Fix: raise it (`ulimit -l unlimited`, LimitMEMLOCK=infinity in a systemd \
-                     unit, `memlock` in /etc/security/limits.conf), grant CAP_IPC_LOCK, or \
-                     run fewer shards",
-                    need / 1024,
-                    need * shards / 1024
-                )
-            } else {
-                format!(
-                    "creating the io_uring failed with ENOMEM (ring memory about {} KiB per \
-                     shard is charged to the memory cgroup on Linux {release}; RLIMIT_MEMLOCK \
-                     is {limit}): free memory or raise the cgroup's memory.max",
-                    need / 1024
-                )
-            }
-        }
-        Some(libc::EPERM) => {
-            match std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
-                .map(|s| s.trim().to_string())
-                .as_deref()
-            {
-                Ok("1") => {
-                    let group = std::fs::read_to_string("/proc/sys/kernel/io_uring_group")
-                        .map(|s| s.trim().to_string())
-                        .unwrap_or_else(|_| "?".into());
-                    format!(
-                        "io_uring is restricted (kernel.io_uring_disabled = 1): only \
-                         CAP_SYS_ADMIN or members of group {group} (kernel.io_uring_group) may \
-                         create rings. Fix: sysctl -w kernel.io_uring_disabled=0, or run as a \
-                         member of that group"
-                    )
-                }
-                _ => "creating an io_uring was refused (EPERM): a seccomp filter (container \
-                      runtimes block io_uring by default) or an LSM forbids it. Fix: allow \
-                      io_uring_setup/io_uring_enter/io_uring_register in the profile"
-                    .into(),
-            }
-        }
-        Some(libc::ENOSYS) => format!(
-            "io_uring_setup does not exist on Linux {release} (io_uring needs Linux 5.1 and \
-             CONFIG_IO_URING=y), or a seccomp filter hides it"
-        ),
-        Some(libc::EINVAL) => format!(
-            "Linux {release} refused the io_uring setup flags of {} ({}): {e}",
-            variant.name(),
-            flags_description(variant)
-        ),
-        _ => format!("creating the io_uring for {} failed: {e}", variant.name()),
-    };
-    io::Error::new(e.kind(), msg)
-}
-
-fn flags_description(variant: Variant) -> &'static str {
-    match variant {
-        Variant::OneShot => "IORING_SETUP_CQSIZE",
-        Variant::Multishot => {
-            "IORING_SETUP_CQSIZE | SINGLE_ISSUER (Linux 6.0) | DEFER_TASKRUN (Linux 6.1)"
-        }
-        Variant::Sqpoll => "IORING_SETUP_CQSIZE | SQPOLL | SQ_AFF",
-    }
-}
+use crate::features::{Feature, Features};
+use crate::setup::{builder, explain_setup_error, kernel};
+use crate::Tuning;
 
 /// A setup flag to try alone: its name, the Linux release that added it, and how to set
 /// it on a builder (given the CPU for `SQ_AFF`).
@@ -273,30 +92,51 @@ fn missing(need: &Need) -> String {
     format!("{} (added in Linux {})", need.what, need.since)
 }
 
-/// Checks everything `variant` (as tuned) needs. `Err` says exactly what is missing.
+/// Checks everything `features` (as tuned) need. `Err` says exactly what is missing.
 ///
 /// The trials run on a short-lived thread of their own: when a ring that ran requests is
 /// closed, the kernel's ring teardown queues task work on every thread that submitted to
 /// it, which interrupts that thread's next blocking call with `EINTR` (a socket read with a
 /// timeout, say). A thread that has exited cannot be interrupted.
-pub fn check(variant: Variant, tuning: &Tuning) -> Result<(), Unsupported> {
+pub fn check(features: impl Into<Features>, tuning: &Tuning) -> Result<(), Unsupported> {
+    let features = features.into();
     let tuning = tuning.clone();
     std::thread::Builder::new()
         .name("uring-probe".into())
-        .spawn(move || check_here(variant, &tuning))
+        .spawn(move || check_here(features, &tuning))
         .map_err(|e| Unsupported::new(format!("spawning the io_uring probe thread: {e}")))?
         .join()
         .unwrap_or_else(|_| Err(Unsupported::new("the io_uring probe panicked")))
 }
 
-fn check_here(variant: Variant, tuning: &Tuning) -> Result<(), Unsupported> {
+/// Opcodes only some feature sets use.
+const FEATURE_OPCODES: [(Feature, u8, Need); 2] = [
+    (
+        Feature::SendZc,
+        opcode::SendZc::CODE,
+        Need {
+            what: "IORING_OP_SEND_ZC",
+            since: "6.0",
+        },
+    ),
+    (
+        Feature::Fixed,
+        opcode::UringCmd16::CODE,
+        Need {
+            what: "IORING_OP_URING_CMD",
+            since: "5.19",
+        },
+    ),
+];
+
+fn check_here(features: Features, tuning: &Tuning) -> Result<(), Unsupported> {
     let (release, _) = kernel();
-    let name = variant.name();
+    let name = features.name();
     let fail = |items: Vec<String>| {
-        let alternative = if variant == Variant::OneShot {
-            "epoll-et".to_string()
+        let alternative = if features == Features::NONE {
+            "epoll-et"
         } else {
-            "uring".to_string()
+            "uring"
         };
         Unsupported::new(format!(
             "{name} needs {}; this kernel is {release}. Upgrade the kernel or use {alternative}",
@@ -315,13 +155,18 @@ fn check_here(variant: Variant, tuning: &Tuning) -> Result<(), Unsupported> {
 
     // A plain ring first: if even that fails, nothing else can be learned.
     let plain: IoUring = IoUring::new(8)
-        .map_err(|e| Unsupported::new(explain_setup_error(e, variant, tuning, 1).to_string()))?;
+        .map_err(|e| Unsupported::new(explain_setup_error(e, features, tuning, 1).to_string()))?;
     let mut items = Vec::new();
     let mut probe = Probe::new();
     match plain.submitter().register_probe(&mut probe) {
         Ok(()) => {
             for (code, need) in &OPCODES {
                 if !probe.is_supported(*code) {
+                    items.push(missing(need));
+                }
+            }
+            for (feature, code, need) in &FEATURE_OPCODES {
+                if features.has(*feature) && !probe.is_supported(*code) {
                     items.push(missing(need));
                 }
             }
@@ -336,45 +181,59 @@ fn check_here(variant: Variant, tuning: &Tuning) -> Result<(), Unsupported> {
         // Without it every socket operation that would block goes to an io-wq thread.
         items.push("IORING_FEAT_FAST_POLL (added in Linux 5.7)".into());
     }
-    if variant.multishot() && !params.is_feature_ext_arg() {
+    if !params.is_feature_ext_arg() {
+        // The stop's drain waits with a deadline (a timeout argument to io_uring_enter).
         items.push("IORING_FEAT_EXT_ARG (added in Linux 5.11)".into());
     }
-    if variant.sqpoll() && !params.is_feature_sqpoll_nonfixed() {
+    if features.has(Feature::Sqpoll) && !params.is_feature_sqpoll_nonfixed() {
         items.push(
             "IORING_FEAT_SQPOLL_NONFIXED: SQPOLL without registered files (added in Linux 5.11)"
                 .into(),
         );
     }
+    if features.has(Feature::MinWait) && !params.is_feature_min_timeout() {
+        items.push("IORING_FEAT_MIN_TIMEOUT: min-wait batching (added in Linux 6.12)".into());
+    }
+    if features.has(Feature::Bundle) && !params.is_feature_recvsend_bundle() {
+        items.push("IORING_FEAT_RECVSEND_BUNDLE: receive bundles (added in Linux 6.10)".into());
+    }
     drop(plain);
 
     // Setup flags, one trial each so the message names the one that is missing.
-    let trials: &[FlagTrial] = match variant {
-        Variant::OneShot => &[],
-        Variant::Multishot => &[
+    let all: [(Feature, FlagTrial); 4] = [
+        (
+            Feature::Coop,
+            ("IORING_SETUP_COOP_TASKRUN", "5.19", |b, _| {
+                b.setup_coop_taskrun();
+            }),
+        ),
+        (
+            Feature::Single,
             ("IORING_SETUP_SINGLE_ISSUER", "6.0", |b, _| {
                 b.setup_single_issuer();
             }),
+        ),
+        (
+            Feature::Defer,
             ("IORING_SETUP_DEFER_TASKRUN", "6.1", |b, _| {
                 b.setup_single_issuer().setup_defer_taskrun();
             }),
-        ],
-        Variant::Sqpoll => &[
+        ),
+        (
+            Feature::Sqpoll,
             (
-                "IORING_SETUP_SQPOLL for unprivileged users",
+                "IORING_SETUP_SQPOLL with SQ_AFF for unprivileged users",
                 "5.11",
-                |b, _| {
-                    b.setup_sqpoll(10);
+                |b, cpu| {
+                    b.setup_sqpoll(10).setup_sqpoll_cpu(cpu);
                 },
             ),
-            ("IORING_SETUP_SQ_AFF", "5.11", |b, cpu| {
-                b.setup_sqpoll(10).setup_sqpoll_cpu(cpu);
-            }),
-        ],
-    };
+        ),
+    ];
     // SAFETY: sched_getcpu has no preconditions.
     let cpu = unsafe { libc::sched_getcpu() };
     let core = (cpu >= 0).then_some(cpu as usize);
-    for (what, since, set) in trials {
+    for (_, (what, since, set)) in all.iter().filter(|(f, _)| features.has(*f)) {
         let mut b = IoUring::<squeue::Entry, cqueue::Entry>::builder();
         set(&mut b, core.unwrap_or(0) as u32);
         if let Err(e) = b.build(8) {
@@ -382,7 +241,7 @@ fn check_here(variant: Variant, tuning: &Tuning) -> Result<(), Unsupported> {
                 items.push(format!("{what} (added in Linux {since})"));
             } else {
                 return Err(Unsupported::new(
-                    explain_setup_error(e, variant, tuning, 1).to_string(),
+                    explain_setup_error(e, features, tuning, 1).to_string(),
                 ));
             }
         }
@@ -393,34 +252,142 @@ fn check_here(variant: Variant, tuning: &Tuning) -> Result<(), Unsupported> {
 
     // The exact ring a shard builds (sizes included: this is where RLIMIT_MEMLOCK bites).
     // SQ_AFF is tried with the CPU this thread runs on.
-    let mut ring = builder(variant, tuning, core)
+    let mut ring = builder(features, tuning, core)
         .build(tuning.sq_entries)
-        .map_err(|e| Unsupported::new(explain_setup_error(e, variant, tuning, 1).to_string()))?;
-    if variant.multishot() {
-        if let Err(items) = trial_multishot(&mut ring, tuning) {
+        .map_err(|e| Unsupported::new(explain_setup_error(e, features, tuning, 1).to_string()))?;
+    if let Err(items) = trial_registrations(&mut ring, features) {
+        return Err(fail(items));
+    }
+    if features.has(Feature::Napi) {
+        trial_napi(&mut ring)?;
+    }
+    if features.has(Feature::AcceptMulti) || features.buffer_ring() {
+        if let Err(items) = trial_multishot(&mut ring, features) {
             return Err(fail(items));
         }
     }
     Ok(())
 }
 
+/// Registers what `features` register on a shard's ring, and runs a setsockopt through
+/// `IORING_OP_URING_CMD` for fixed files.
+fn trial_registrations(ring: &mut IoUring, features: Features) -> Result<(), Vec<String>> {
+    let einval_means = |e: &io::Error, what: &str, since: &str| {
+        if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) {
+            vec![format!("{what} (added in Linux {since})")]
+        } else {
+            vec![format!("{what} (trial failed: {e})")]
+        }
+    };
+    if features.has(Feature::RingFd) {
+        let mut submitter = ring.submitter();
+        submitter
+            .register_ring_fd()
+            .map_err(|e| einval_means(&e, "IORING_REGISTER_RING_FDS", "5.18"))?;
+        let _ = submitter.unregister_ring_fd();
+    }
+    if features.has(Feature::Fixed) {
+        ring.submitter()
+            .register_files_sparse(8)
+            .map_err(|e| einval_means(&e, "sparse fixed file tables", "5.19"))?;
+        let socket = TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| vec![format!("a loopback socket ({e})")])?;
+        let one: libc::c_int = 1;
+        let entry = opcode::SetSockOpt::new(
+            types::Fd(socket.as_raw_fd()),
+            libc::SOL_SOCKET as u32,
+            libc::SO_KEEPALIVE as u32,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+        .build()
+        .user_data(7);
+        // SAFETY: `one` outlives the operation: we wait for its completion right here.
+        unsafe { ring.submission().push(&entry) }
+            .map_err(|_| vec!["a free SQE (trial ring full)".to_string()])?;
+        ring.submit_and_wait(1)
+            .map_err(|e| vec![format!("io_uring setsockopt (trial failed: {e})")])?;
+        let res = ring
+            .completion()
+            .next()
+            .map_or(-libc::EINVAL, |c| c.result());
+        if res < 0 {
+            let e = io::Error::from_raw_os_error(-res);
+            return Err(einval_means(
+                &e,
+                "setsockopt through IORING_OP_URING_CMD (SOCKET_URING_OP_SETSOCKOPT)",
+                "6.7",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// NAPI busy polling: the registration, then whether a loopback connection has a NAPI id.
+fn trial_napi(ring: &mut IoUring) -> Result<(), Unsupported> {
+    let mut napi = types::Napi::new().set_busy_poll_timeout(50);
+    if let Err(e) = ring.submitter().register_napi(&mut napi) {
+        return Err(Unsupported::new(format!(
+            "napi needs IORING_REGISTER_NAPI (added in Linux 6.9): registering failed: {e}"
+        )));
+    }
+    let _ = ring.submitter().unregister_napi(&mut napi);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .map_err(|e| Unsupported::new(format!("napi trial: a loopback listener ({e})")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Unsupported::new(format!("napi trial: {e}")))?;
+    let client = TcpStream::connect(addr)
+        .map_err(|e| Unsupported::new(format!("napi trial: a loopback connection ({e})")))?;
+    std::io::Write::write_all(&mut &client, b"x")
+        .map_err(|e| Unsupported::new(format!("napi trial: a loopback write ({e})")))?;
+    let (server, _) = listener
+        .accept()
+        .map_err(|e| Unsupported::new(format!("napi trial: accept ({e})")))?;
+    let mut buf = [0u8; 1];
+    std::io::Read::read_exact(&mut &server, &mut buf)
+        .map_err(|e| Unsupported::new(format!("napi trial: a loopback read ({e})")))?;
+    let mut id: libc::c_uint = 0;
+    let mut len = std::mem::size_of::<libc::c_uint>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `id`, a live c_uint.
+    let r = unsafe {
+        libc::getsockopt(
+            server.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_INCOMING_NAPI_ID,
+            (&mut id as *mut libc::c_uint).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 || id == 0 {
+        return Err(Unsupported::new(
+            "napi needs sockets behind a NAPI device (a NIC driver with NAPI, Linux 6.9+ for \
+             io_uring's busy poll): loopback connections carry no NAPI id \
+             (SO_INCOMING_NAPI_ID = 0), so busy polling would never run here. \
+             IORING_REGISTER_NAPI itself works on this kernel",
+        ));
+    }
+    Ok(())
+}
+
 /// Runs a multishot accept and a multishot receive through a registered buffer ring on a
 /// loopback connection. Returns what did not work.
-fn trial_multishot(ring: &mut IoUring, tuning: &Tuning) -> Result<(), Vec<String>> {
+fn trial_multishot(ring: &mut IoUring, features: Features) -> Result<(), Vec<String>> {
     let io_err = |what: &str, e: io::Error| vec![format!("{what} (trial failed: {e})")];
     let listener =
         TcpListener::bind("127.0.0.1:0").map_err(|e| io_err("a loopback listener", e))?;
     let addr = listener
         .local_addr()
         .map_err(|e| io_err("a loopback listener", e))?;
-    let mut bufring = BufRing::new(2, 64, 1).map_err(|e| io_err("a buffer ring", e))?;
+    let mut bufring = BufRing::new(2, 64, 1, features.has(Feature::Inc))
+        .map_err(|e| io_err("a buffer ring", e))?;
     let mut trial = Trial {
         ring,
         inflight: 0,
         accepted: None,
         more: [false; 3],
     };
-    let result = trial.run(&listener, addr, &mut bufring, tuning);
+    let result = trial.run(&listener, addr, &mut bufring, features);
     // Cancel and reap everything before the buffer ring may be unmapped.
     let drained = trial.drain();
     if drained {
@@ -481,9 +448,8 @@ impl Trial<'_> {
         listener: &TcpListener,
         addr: std::net::SocketAddr,
         bufring: &mut BufRing,
-        tuning: &Tuning,
+        features: Features,
     ) -> Result<(), Vec<String>> {
-        let _ = tuning;
         let accept = Need {
             what: "multishot accept (IORING_ACCEPT_MULTISHOT)",
             since: "5.19",
@@ -526,7 +492,12 @@ impl Trial<'_> {
 
         if let Err(e) = bufring.register(&self.ring.submitter()) {
             return Err(vec![if e.raw_os_error() == Some(libc::EINVAL) {
-                "provided buffer rings (IORING_REGISTER_PBUF_RING, added in Linux 5.19)".into()
+                if features.has(Feature::Inc) {
+                    "incremental provided buffer rings (IOU_PBUF_RING_INC, added in Linux 6.12)"
+                        .into()
+                } else {
+                    "provided buffer rings (IORING_REGISTER_PBUF_RING, added in Linux 5.19)".into()
+                }
             } else {
                 format!("provided buffer rings (registration failed: {e})")
             }]);
@@ -592,52 +563,5 @@ impl Trial<'_> {
             }
         }
         true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memlock_charging_follows_kernel_history() {
-        assert!(kernel_charges_memlock(Some((5, 11))));
-        assert!(!kernel_charges_memlock(Some((5, 12))));
-        assert!(!kernel_charges_memlock(Some((6, 13))));
-        assert!(kernel_charges_memlock(Some((6, 14))));
-        assert!(kernel_charges_memlock(Some((6, 18))));
-    }
-
-    #[test]
-    fn locked_estimate_counts_rings_and_buffer_ring() {
-        let t = Tuning::for_variant(Variant::Multishot);
-        let one = locked_bytes(Variant::OneShot, &t);
-        let multi = locked_bytes(Variant::Multishot, &t);
-        // 1024 SQEs × 64 B = 64 KiB, 8192 CQEs × 16 B = 128 KiB (+ SQ array).
-        assert!(one >= (64 + 128) * 1024, "{one}");
-        assert_eq!(multi - one, 4096, "256 descriptors × 16 B");
-    }
-
-    #[test]
-    fn enomem_names_memlock_and_the_fix_where_it_applies() {
-        let msg = explain_setup_error(
-            io::Error::from_raw_os_error(libc::ENOMEM),
-            Variant::Multishot,
-            &Tuning::for_variant(Variant::Multishot),
-            4,
-        )
-        .to_string();
-        assert!(msg.contains("ENOMEM"), "{msg}");
-        if kernel_charges_memlock(kernel().1) && !has_cap_ipc_lock() {
-            assert!(
-                msg.contains("RLIMIT_MEMLOCK") && msg.contains("ulimit -l"),
-                "{msg}"
-            );
-        } else {
-            assert!(
-                msg.contains("memory cgroup") || msg.contains("RLIMIT_MEMLOCK"),
-                "{msg}"
-            );
-        }
     }
 }

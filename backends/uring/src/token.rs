@@ -11,7 +11,7 @@
 pub(crate) const GEN_MASK: u32 = (1 << 24) - 1;
 
 /// What a completion belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub(crate) enum Op {
     /// The stop eventfd's `PollAdd`.
@@ -32,8 +32,14 @@ pub(crate) enum Op {
     CancelRecv = 8,
     /// `AsyncCancel` aimed at a connection's send.
     CancelSend = 9,
-    /// A completion with nothing to apply (the cancel of an accept pause).
+    /// A completion with nothing to apply (the cancel of an accept pause, say).
     Ignore = 10,
+    /// A connection's `Shutdown(SHUT_WR)` (close policy).
+    Shutdown = 11,
+    /// A connection's setsockopt (`IORING_OP_URING_CMD`, fixed descriptors).
+    SockOpt = 12,
+    /// The `Timeout` that checks lingering connections' deadlines.
+    LingerTick = 13,
 }
 
 impl Op {
@@ -49,6 +55,9 @@ impl Op {
             8 => Op::CancelRecv,
             9 => Op::CancelSend,
             10 => Op::Ignore,
+            11 => Op::Shutdown,
+            12 => Op::SockOpt,
+            13 => Op::LingerTick,
             _ => return None,
         })
     }

@@ -1,7 +1,11 @@
-//! What distinguishes the three backends ([`Variant`]) and the knobs they share ([`Tuning`]).
+//! The three historical backends ([`Variant`]) and the knobs every feature set shares
+//! ([`Tuning`]).
 
-/// Which io_uring feature set a backend uses. One event loop serves all three; the
-/// variant decides how accept and receive are armed and how the ring is set up.
+use std::time::Duration;
+
+use crate::features::{Feature, Features};
+
+/// The three historical backends, each a fixed [`Features`] set under its own name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Variant {
     /// `uring`: one-shot `Accept` / `Recv` / `Send`, plain ring.
@@ -15,7 +19,7 @@ pub enum Variant {
 }
 
 impl Variant {
-    /// Every variant, in the order `harness list` shows them.
+    /// The three historical variants (what their names resolve to in [`Features::parse`]).
     pub const ALL: [Variant; 3] = [Variant::OneShot, Variant::Multishot, Variant::Sqpoll];
 
     /// The backend name.
@@ -44,15 +48,25 @@ impl Variant {
         }
     }
 
-    /// True when receives use multishot `Recv` with the provided buffer ring (and accept is
-    /// multishot too).
-    pub const fn multishot(self) -> bool {
-        !matches!(self, Variant::OneShot)
+    /// Its feature set.
+    pub const fn features(self) -> Features {
+        match self {
+            Variant::OneShot => Features::NONE,
+            Variant::Multishot => Features::NONE
+                .with(Feature::Single)
+                .with(Feature::Defer)
+                .with(Feature::AcceptMulti)
+                .with(Feature::RecvMulti),
+            Variant::Sqpoll => Features::NONE
+                .with(Feature::Sqpoll)
+                .with(Feature::AcceptMulti)
+                .with(Feature::RecvMulti),
+        }
     }
 
-    /// True when the ring has a kernel SQ polling thread.
-    pub const fn sqpoll(self) -> bool {
-        matches!(self, Variant::Sqpoll)
+    /// True when receives use multishot `Recv` with the provided buffer ring.
+    pub const fn multishot(self) -> bool {
+        self.features().has(Feature::RecvMulti)
     }
 }
 
@@ -78,28 +92,48 @@ pub struct Tuning {
     /// Completion queue entries (power of two, at least `sq_entries`). Multishot requests
     /// end (CQE without `IORING_CQE_F_MORE`) when the CQ is full; they are re-armed.
     pub cq_entries: u32,
-    /// Provided buffer ring entries for the multishot variants (power of two, ≤ 32768).
+    /// Provided buffer ring entries (`recv-multi`) (power of two, ≤ 32768).
     pub buf_ring_entries: u16,
     /// Size of each provided buffer; `None` means `limits.read_buffer`.
     pub buf_size: Option<u32>,
-    /// Smallest per-connection receive buffer of one-shot `uring` (what an idle connection
+    /// Smallest per-connection receive buffer of one-shot receives (what an idle connection
     /// pins while its `Recv` is in flight).
     pub recv_min: u32,
-    /// `uring-sqpoll`: SQ thread placement.
+    /// `sqpoll`: SQ thread placement.
     pub sq_thread: SqThread,
-    /// `uring-sqpoll`: milliseconds the SQ thread keeps polling after the last submission
+    /// `sqpoll`: milliseconds the SQ thread keeps polling after the last submission
     /// before it sleeps (and the next submission needs a wakeup syscall).
     pub sq_thread_idle_ms: u32,
     /// `SO_SNDBUF` for accepted sockets; `None` leaves the kernel's autotuning alone. Tests
     /// set it small to force short sends.
     pub send_buffer: Option<u32>,
+    /// Longest a stopping shard waits for its cancelled operations to complete. Past it the
+    /// shard fails and leaks what the kernel may still use instead of waiting forever.
+    pub drain_timeout: Duration,
+    /// `minwait`: how long a wait may hold completions back to batch them (µs).
+    pub min_wait_usec: u32,
+    /// `minwait`: completions that end a wait before `min_wait_usec` passed.
+    pub min_wait_batch: u32,
+    /// `zc`: sends of at least this many bytes use `SEND_ZC`; smaller ones copy.
+    pub zc_threshold: usize,
+    /// `napi`: busy-poll timeout (µs).
+    pub napi_busy_poll_usec: u32,
+    /// Faults to inject (unit tests only).
+    #[cfg(test)]
+    pub(crate) faults: crate::faults::Faults,
 }
 
 impl Tuning {
-    /// The defaults of `variant` (today the same for all: each variant reads the fields
+    /// The defaults of `variant` (the same for every feature set: each reads the fields
     /// that concern it).
-    pub fn for_variant(variant: Variant) -> Tuning {
-        let _ = variant;
+    pub fn for_variant(variant: impl Into<Features>) -> Tuning {
+        let _ = variant.into();
+        Tuning::default()
+    }
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
         Tuning {
             sq_entries: 1024,
             cq_entries: 8192,
@@ -109,6 +143,13 @@ impl Tuning {
             sq_thread: SqThread::SameCore,
             sq_thread_idle_ms: 1,
             send_buffer: None,
+            drain_timeout: Duration::from_secs(5),
+            min_wait_usec: 50,
+            min_wait_batch: 16,
+            zc_threshold: 16 * 1024,
+            napi_busy_poll_usec: 50,
+            #[cfg(test)]
+            faults: crate::faults::Faults::default(),
         }
     }
 }

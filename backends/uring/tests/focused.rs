@@ -7,55 +7,62 @@ mod util;
 use std::io::{Read, Write};
 
 use backend_api::{Backend, Limits, Service};
-use backend_uring::{Tuned, Uring, UringMultishot, UringSqpoll, Variant};
+use backend_uring::{Feature, Features, Tuned, Uring, UringMultishot, UringSqpoll, Variant};
 use util::*;
 
 macro_rules! variant_tests {
     ($($module:ident => $variant:expr, $registered:expr;)*) => {$(
         mod $module {
             use super::*;
-            const V: Variant = $variant;
+            fn v() -> Features {
+                Features::from($variant)
+            }
 
             #[test]
             fn probe_passes_and_names_match() {
                 let b = $registered;
-                assert_eq!(b.name(), V.name());
+                assert_eq!(b.name(), v().name());
                 b.probe().expect("this machine supports every variant");
             }
 
             #[test]
             fn short_sends_resubmit_the_remainder_in_order() {
-                short_sends(V);
+                short_sends(v());
             }
 
             #[test]
             fn peer_eof_flushes_pending_output_then_closes() {
-                peer_eof_flushes(V);
+                peer_eof_flushes(v());
             }
 
             #[test]
             fn session_close_flushes_then_closes() {
-                session_close_flushes(V);
+                session_close_flushes(v());
             }
 
             #[test]
             fn reset_closes_only_that_connection() {
-                reset_isolated(V);
+                reset_isolated(v());
             }
 
             #[test]
             fn stale_completions_never_reach_a_reused_slot() {
-                stale_completions(V);
+                stale_completions(v());
             }
 
             #[test]
             fn backpressure_stops_reading_until_output_drains() {
-                backpressure(V);
+                backpressure(v());
             }
 
             #[test]
             fn shutdown_cancels_and_reaps_operations_in_flight() {
-                shutdown_in_flight(V);
+                shutdown_in_flight(v());
+            }
+
+            #[test]
+            fn close_with_input_unread_lingers_and_delivers_every_response() {
+                lingering_close(v());
             }
         }
     )*};
@@ -65,22 +72,37 @@ variant_tests! {
     uring => Variant::OneShot, Uring;
     multishot => Variant::Multishot, UringMultishot;
     sqpoll => Variant::Sqpoll, UringSqpoll;
+    full => Features::full(), Tuned::new(Features::full());
+    coop => Features::NONE.with(Feature::Coop), Tuned::new(Features::NONE.with(Feature::Coop));
+    fixed_one_shot => FIXED, Tuned::new(FIXED);
+    incremental => INC, Tuned::new(INC);
 }
+
+/// Fixed descriptors with one-shot accept and receives.
+const FIXED: Features = Features::NONE.with(Feature::Fixed);
+/// Incremental buffer consumption (excludes bundles, so not on the ladder's top).
+const INC: Features = Features::NONE
+    .with(Feature::Single)
+    .with(Feature::Defer)
+    .with(Feature::RecvMulti)
+    .with(Feature::Inc);
 
 macro_rules! multishot_tests {
     ($($module:ident => $variant:expr;)*) => {$(
         mod $module {
             use super::*;
-            const V: Variant = $variant;
+            fn v() -> Features {
+                Features::from($variant)
+            }
 
             #[test]
             fn multishot_recv_without_more_is_rearmed() {
-                multishot_termination(V);
+                multishot_termination(v());
             }
 
             #[test]
             fn enobufs_recovers_without_losing_data() {
-                enobufs(V);
+                enobufs(v());
             }
         }
     )*};
@@ -89,10 +111,12 @@ macro_rules! multishot_tests {
 multishot_tests! {
     multishot_rings => Variant::Multishot;
     sqpoll_rings => Variant::Sqpoll;
+    full_rings => Features::full();
+    incremental_rings => INC;
 }
 
 /// A 4 KiB send buffer on the server makes every large send short.
-fn short_sends(v: Variant) {
+fn short_sends(v: Features) {
     let (backend, diag) = tuned(v, |t| t.send_buffer = Some(4096));
     let server = serve(backend, Service::Echo, Limits::default());
     let total = 2 << 20;
@@ -111,7 +135,7 @@ fn short_sends(v: Variant) {
 
 /// The client sends a lot, half-closes, and only then reads: the server sees EOF with
 /// output still pending and must deliver all of it before closing.
-fn peer_eof_flushes(v: Variant) {
+fn peer_eof_flushes(v: Features) {
     let server = serve(Tuned::new(v), Service::Echo, Limits::default());
     let total = 1 << 20;
     let data = pattern(2, total);
@@ -135,7 +159,7 @@ fn peer_eof_flushes(v: Variant) {
 
 /// HTTP: pipelined requests, the last with `Connection: close`: every response arrives,
 /// then EOF.
-fn session_close_flushes(v: Variant) {
+fn session_close_flushes(v: Features) {
     let server = serve(Tuned::new(v), Service::Http, Limits::default());
     let mut s = connect(server.local_addr());
     let mut req = Vec::new();
@@ -155,7 +179,7 @@ fn session_close_flushes(v: Variant) {
 }
 
 /// One connection resets mid-stream; another keeps working.
-fn reset_isolated(v: Variant) {
+fn reset_isolated(v: Features) {
     let server = serve(Tuned::new(v), Service::Echo, Limits::default());
     let addr = server.local_addr();
     let good = connect(addr);
@@ -176,7 +200,7 @@ fn reset_isolated(v: Variant) {
 /// Connections open and close (some with RST while data is in flight) as fast as the
 /// client can, so descriptor numbers and table slots are reused constantly, while
 /// long-lived connections keep echoing their own bytes.
-fn stale_completions(v: Variant) {
+fn stale_completions(v: Features) {
     let (backend, diag) = tuned(v, |_| {});
     let server = serve(backend, Service::Echo, Limits::default());
     let addr = server.local_addr();
@@ -223,7 +247,7 @@ fn stale_completions(v: Variant) {
 /// The server's output drains through a tiny send buffer while the client writes as fast
 /// as it can: pending output must stay near the limit instead of growing with what the
 /// client wrote.
-fn backpressure(v: Variant) {
+fn backpressure(v: Features) {
     let (backend, diag) = tuned(v, |t| {
         t.send_buffer = Some(4096);
         t.buf_ring_entries = 16;
@@ -242,7 +266,7 @@ fn backpressure(v: Variant) {
     let d = diag.snapshot();
     // One-shot overshoots by at most one read; multishot by what the buffer ring can hold
     // before the cancel lands (twice, to be safe).
-    let overshoot = if v.multishot() { 2 * 16 * 4096 } else { 4096 };
+    let overshoot = if v.buffer_ring() { 2 * 16 * 4096 } else { 4096 };
     assert!(
         d.peak_pending_output <= (limits.max_pending_output + overshoot) as u64,
         "pending output reached {} with a limit of {}",
@@ -255,7 +279,7 @@ fn backpressure(v: Variant) {
 
 /// Stop while connections have receives, sends and cancels in flight: the server must
 /// return (everything reaped) and close every connection.
-fn shutdown_in_flight(v: Variant) {
+fn shutdown_in_flight(v: Features) {
     let server = serve(Tuned::new(v), Service::Echo, Limits::default());
     let addr = server.local_addr();
     let idle: Vec<_> = (0..8)
@@ -279,7 +303,7 @@ fn shutdown_in_flight(v: Variant) {
 
 /// A CQ of 4 entries cannot hold what 8 streaming connections produce per turn, so
 /// multishot receives end without `IORING_CQE_F_MORE` (with data) and must be re-armed.
-fn multishot_termination(v: Variant) {
+fn multishot_termination(v: Features) {
     let (backend, diag) = tuned(v, |t| {
         t.sq_entries = 2;
         t.cq_entries = 4;
@@ -308,7 +332,7 @@ fn multishot_termination(v: Variant) {
 
 /// A one-entry buffer ring runs dry on every burst: receives end with ENOBUFS and must be
 /// re-armed once the buffer is back, without losing a byte or the connection.
-fn enobufs(v: Variant) {
+fn enobufs(v: Features) {
     let (backend, diag) = tuned(v, |t| {
         t.buf_ring_entries = 1;
         t.buf_size = Some(512);
@@ -331,4 +355,39 @@ fn enobufs(v: Variant) {
     assert!(d.recv_rearms >= d.enobufs, "{d:?}");
     assert_eq!(report.total.bytes_out, 4 * 512 * 1024);
     assert_eq!(report.total.closed, 4);
+}
+
+/// A slow client pipelines many requests, the last with `Connection: close`, then a few
+/// stray bytes. Closing with those bytes unread would reset the connection and destroy the
+/// responses still queued: every response must arrive, then a clean EOF.
+fn lingering_close(v: Features) {
+    const N: usize = 2000;
+    let server = serve(Tuned::new(v), Service::Http, Limits::default());
+    let mut s = connect(server.local_addr());
+    let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(N - 1);
+    req.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    req.extend_from_slice(b"stray");
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&req).expect("client write"));
+    writer.join().expect("writer");
+    let mut all = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!(
+                "{e} after {} of {N} responses: the server closed with input unread",
+                count(&all, b"HTTP/1.1 200")
+            ),
+        }
+    }
+    assert_eq!(count(&all, b"HTTP/1.1 200"), N, "every response, then EOF");
+    drop(s);
+    server.stop().expect("clean stop");
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    hay.windows(needle.len()).filter(|w| *w == needle).count()
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use backend_api::runner::{start, usable_cores, RunningServer};
 use backend_api::{Backend, Limits, ServerConfig, Service};
-use backend_uring::{Diagnostics, DiagnosticsSnapshot, Tuned, Tuning, Variant};
+use backend_uring::{Diagnostics, DiagnosticsSnapshot, Features, Tuned, Tuning};
 
 /// A failsafe so a broken backend fails a test instead of hanging it; never an assertion.
 pub const FAILSAFE: Duration = Duration::from_secs(60);
@@ -29,8 +29,12 @@ pub fn serve(backend: impl Backend + 'static, service: Service, limits: Limits) 
 }
 
 /// A tuned variant with live diagnostics.
-pub fn tuned(variant: Variant, tune: impl FnOnce(&mut Tuning)) -> (Tuned, Arc<Diagnostics>) {
-    let mut tuning = Tuning::for_variant(variant);
+pub fn tuned(
+    variant: impl Into<Features>,
+    tune: impl FnOnce(&mut Tuning),
+) -> (Tuned, Arc<Diagnostics>) {
+    let variant = variant.into();
+    let mut tuning = Tuning::default();
     tune(&mut tuning);
     let diag = Arc::new(Diagnostics::new());
     (
