@@ -460,7 +460,7 @@ fn draw_value_label<DB: DrawingBackend>(
     lift: i32,
     s: f64,
 ) -> DrawResult<DB> {
-    let text = fmt_sig(value, if value >= 100.0 { 3 } else { 2 });
+    let text = fmt_sig(value, 3);
     let left = chart.backend_coord(&(bar.x0, top));
     let right = chart.backend_coord(&(bar.x1, top));
     let width = f64::from((right.0 - left.0).max(1));
