@@ -334,15 +334,15 @@ fn table(out: &mut String, lines: &[&str]) {
     };
     // A key–value table (empty headings) has nothing to sort by.
     let sortable = head.iter().any(|c| !c.is_empty());
-    let _ = write!(
-        out,
-        "<div class=\"wide\"><table{}>\n<thead><tr>",
-        if sortable { " class=\"sortable\"" } else { "" }
-    );
-    for (i, c) in head.iter().enumerate() {
-        let _ = write!(out, "<th{}>{}</th>", class(i), inline_md(c));
+    if sortable {
+        out.push_str("<div class=\"wide\"><table class=\"sortable\">\n<thead><tr>");
+        for (i, c) in head.iter().enumerate() {
+            let _ = write!(out, "<th{}>{}</th>", class(i), inline_md(c));
+        }
+        out.push_str("</tr></thead>\n<tbody>\n");
+    } else {
+        out.push_str("<div class=\"wide\"><table>\n<tbody>\n");
     }
-    out.push_str("</tr></thead>\n<tbody>\n");
     for r in body {
         out.push_str("<tr>");
         for (i, c) in r.iter().enumerate() {
@@ -448,6 +448,12 @@ mod tests {
         assert!(html.contains("<td>x|y</td><td class=\"num\">1.5k</td>"));
         assert!(html.contains("<li><a href=\"#chart-churn\">chart</a></li>"));
         assert!(html.contains("<a href=\"../x.png\">ext</a>"));
+        // A key–value table has no heading row to sort by.
+        let kv = md_to_html("| | |\n| --- | --- |\n| host | vm |\n");
+        assert_eq!(
+            kv,
+            "<div class=\"wide\"><table>\n<tbody>\n<tr><td>host</td><td>vm</td></tr>\n</tbody>\n</table></div>\n"
+        );
     }
 
     #[test]
