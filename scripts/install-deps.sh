@@ -3,11 +3,12 @@
 #   apache2-utils (ab) and wrk   external load generators used to validate `harness load`
 #   nginx-light                  an external server to compare backends against
 #   linux-perf                   `perf stat -e raw_syscalls:sys_enter` for syscall counts
-# Usage: scripts/install-deps.sh [--ci]   (--ci: skip what tests do not need)
+#   chromium                     headless browser the HTML report's test renders it in
+# Usage: scripts/install-deps.sh [--ci]   (--ci: only what the tests need)
 set -euo pipefail
-pkgs=(apache2-utils wrk nginx-light linux-perf)
+pkgs=(apache2-utils wrk nginx-light linux-perf chromium)
 if [[ "${1:-}" == "--ci" ]]; then
-  pkgs=()
+  pkgs=(chromium)
 fi
 command -v rustfmt >/dev/null || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod compare;
 pub mod cores;
 pub mod doctor;
+pub mod duration;
 pub mod faulty;
 pub mod load;
 pub mod memcpy;
@@ -17,9 +18,7 @@ pub mod rlimit;
 pub mod serve;
 pub mod sysinfo;
 
-use clap::Parser;
-
 /// Parses the process arguments and runs the chosen command.
 pub fn run() -> anyhow::Result<()> {
-    cli::Cli::parse().run()
+    cli::parse_args().run()
 }

@@ -188,18 +188,46 @@ fn check_svg(svg: &str, chart: &RenderedChart) {
     let names: Vec<&str> = BACKENDS.to_vec();
     let lines = series_lines(&doc, &names);
     let bars = series_bars(&doc, &names);
+    let marks = series_marks(&doc, &names);
     let want: BTreeSet<String> = chart.backends.iter().cloned().collect();
+    // Two connection counts make bars, not a band chart.
+    let few_points = chart.kind == ChartKind::ThroughputVsConnections && lines.is_empty();
     match chart.kind {
         ChartKind::CpuPerRequest | ChartKind::SyscallsPerRequest | ChartKind::Churn => {
             let got: BTreeSet<String> = bars.keys().cloned().collect();
             assert_eq!(got, want, "{}: bar series", chart.name);
-            // Legend swatch plus at least one bar per backend.
-            assert!(bars.values().all(|n| *n >= 2), "{}: {bars:?}", chart.name);
+            // Legend swatch plus at least one bar (or, on a log axis, a dot) per backend.
+            for b in &want {
+                let n = bars.get(b).copied().unwrap_or(0) + marks.get(b).copied().unwrap_or(0);
+                assert!(n >= 2, "{}: {b}: {bars:?} {marks:?}", chart.name);
+            }
+        }
+        _ if few_points => {
+            let got: BTreeSet<String> = bars.keys().cloned().collect();
+            assert_eq!(got, want, "{}: bar series", chart.name);
+            assert!(bars.values().all(|n| *n >= 3), "{}: {bars:?}", chart.name);
         }
         _ => {
             let got: BTreeSet<String> = lines.keys().cloned().collect();
             assert_eq!(got, want, "{}: line series", chart.name);
         }
+    }
+    if matches!(
+        chart.kind,
+        ChartKind::CpuPerRequest | ChartKind::SyscallsPerRequest
+    ) {
+        // The headline charts carry their values: a number per backend and category.
+        let labels = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .filter(|t| t.trim().parse::<f64>().is_ok())
+            .count();
+        assert!(
+            labels > chart.backends.len(),
+            "{}: {labels} value labels",
+            chart.name
+        );
     }
     if chart.kind == ChartKind::LatencySpectrum {
         let open_loop = chart.name.contains("-r");
@@ -241,6 +269,17 @@ fn series_lines(doc: &roxmltree::Document<'_>, names: &[&str]) -> BTreeMap<Strin
             continue;
         }
         if let Some(b) = backend_of_color(stroke, names) {
+            *out.entry(b).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Backend → number of filled polygons (markers) in its colour.
+fn series_marks(doc: &roxmltree::Document<'_>, names: &[&str]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for n in doc.descendants().filter(|n| n.has_tag_name("polygon")) {
+        if let Some(b) = n.attribute("fill").and_then(|f| backend_of_color(f, names)) {
             *out.entry(b).or_insert(0) += 1;
         }
     }
@@ -482,4 +521,79 @@ fn renders_with_fontconfig_hidden() {
     for lib in ["libfontconfig", "libfreetype"] {
         assert!(!maps.contains(lib), "{lib} is loaded");
     }
+}
+
+#[test]
+fn many_backends_make_small_multiples_and_a_filter_narrows_them() {
+    let mut results = load_fixture();
+    // Seven backends: the fixture's four plus three variants copied from theirs.
+    let extra: Vec<_> = results
+        .cells
+        .iter()
+        .filter(|c| c.backend == "uring" || c.backend == "epoll-lt")
+        .flat_map(|c| {
+            let names: &[&str] = if c.backend == "uring" {
+                &["uring-multishot", "uring-sqpoll"]
+            } else {
+                &["tokio"]
+            };
+            names.iter().map(move |n| {
+                let mut c = c.clone();
+                c.backend = n.to_string();
+                c
+            })
+        })
+        .collect();
+    results.cells.extend(extra);
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RenderOptions {
+        formats: vec![Format::Svg],
+        width: W,
+        height: H,
+    };
+    let rendered = render(&results, dir.path(), &opts).unwrap();
+    let spectrum = rendered
+        .charts
+        .iter()
+        .find(|c| c.name == "latency-spectrum-echo-64B-d1-c64")
+        .unwrap();
+    assert_eq!(spectrum.backends.len(), 7);
+    let svg = fs::read_to_string(&spectrum.files[0]).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .map(str::trim)
+        .collect();
+    for panel in [
+        "epoll-et, epoll-lt",
+        "uring, uring-multishot, uring-sqpoll",
+        "glommio, tokio",
+    ] {
+        assert!(texts.contains(&panel), "no panel {panel}: {texts:?}");
+    }
+    // A chart with at most five backends keeps one panel.
+    let few = render_fixture(dir.path(), vec![Format::Svg]);
+    let one = few
+        .iter()
+        .find(|c| c.name == "latency-spectrum-echo-64B-d1-c64")
+        .unwrap();
+    let svg = fs::read_to_string(&one.files[0]).unwrap();
+    assert!(!svg.contains("epoll-et, epoll-lt"));
+
+    let mut narrowed = results.clone();
+    harness::plot::filter_backends(&mut narrowed, &["epoll-et".into(), "uring".into()]).unwrap();
+    let rendered = render(&narrowed, dir.path(), &opts).unwrap();
+    assert!(!rendered.charts.is_empty());
+    for c in &rendered.charts {
+        assert!(
+            c.backends.iter().all(|b| b == "epoll-et" || b == "uring"),
+            "{}: {:?}",
+            c.name,
+            c.backends
+        );
+    }
+    let e = harness::plot::filter_backends(&mut results, &["nginx".into()]).unwrap_err();
+    assert!(format!("{e}").contains("`nginx` has no cells"), "{e}");
 }

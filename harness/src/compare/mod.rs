@@ -49,6 +49,13 @@ pub struct CompareArgs {
     /// Repeats per cell (default: the suite's, 3 for the default suite).
     #[arg(long)]
     pub repeats: Option<u32>,
+    /// Measured time of every cell, overriding the suite's: seconds or with a unit
+    /// (500ms, 30s, 2m).
+    #[arg(long, value_parser = crate::duration::parse_secs)]
+    pub duration: Option<f64>,
+    /// Warmup of every cell, overriding the suite's (250ms, 2s).
+    #[arg(long, value_parser = crate::duration::parse_secs)]
+    pub warmup: Option<f64>,
     /// CPUs for the server under test, e.g. 0 or 0-7 (default: half the usable cores,
     /// SMT siblings kept together).
     #[arg(long, value_name = "LIST")]
@@ -144,6 +151,24 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         anyhow::ensure!(r >= 1, "--repeats must be at least 1");
         for c in &mut cells {
             c.repeats = r;
+        }
+    }
+    if let Some(d) = args.duration {
+        anyhow::ensure!(
+            d > 0.0 && d <= 3600.0,
+            "--duration {d} s is out of range: give more than 0 and at most 1h (e.g. 500ms, 30s)"
+        );
+        for c in &mut cells {
+            c.workload.duration_s = d;
+        }
+    }
+    if let Some(w) = args.warmup {
+        anyhow::ensure!(
+            (0.0..=600.0).contains(&w),
+            "--warmup {w} s is out of range: give 0 to 10m (e.g. 250ms, 2s)"
+        );
+        for c in &mut cells {
+            c.workload.warmup_s = w;
         }
     }
 
@@ -464,10 +489,12 @@ fn parse_workloads(list: &str) -> anyhow::Result<Vec<WorkloadKind>> {
 }
 
 fn progress_bar(len: u64) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::with_draw_target(
-        Some(len),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
+    let target = if crate::cli::quiet() {
+        indicatif::ProgressDrawTarget::hidden()
+    } else {
+        indicatif::ProgressDrawTarget::stderr()
+    };
+    let pb = indicatif::ProgressBar::with_draw_target(Some(len), target);
     if let Ok(style) =
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} cells, ETA {eta} — {msg}")
     {

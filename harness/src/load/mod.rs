@@ -62,7 +62,7 @@ pub struct LoadArgs {
     pub workload: Workload,
     /// Active connections (churn: concurrent connection slots) [default: 64; stream 4;
     /// churn 50].
-    #[arg(long)]
+    #[arg(long, short)]
     pub connections: Option<usize>,
     /// Requests in flight per connection (pipelined); under --rate, the most in flight
     /// [default: 1; stream 8 messages].
@@ -73,13 +73,15 @@ pub struct LoadArgs {
     pub size: Option<usize>,
     /// Open loop: total requests (churn: connections) per second. Without it the run is
     /// closed loop (saturation).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, short = 'R', allow_negative_numbers = true)]
     pub rate: Option<f64>,
-    /// Measured seconds, after the warmup.
-    #[arg(long, default_value_t = 10.0, allow_negative_numbers = true)]
+    /// Measured time after the warmup: seconds, or with a unit (500ms, 30s, 2m).
+    #[arg(long, short, default_value = "10", allow_negative_numbers = true,
+          value_parser = crate::duration::parse_secs)]
     pub duration: f64,
-    /// Seconds run before measuring, excluded from every statistic.
-    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    /// Time run before measuring, excluded from every statistic (500ms, 2s).
+    #[arg(long, default_value = "2", allow_negative_numbers = true,
+          value_parser = crate::duration::parse_secs)]
     pub warmup: f64,
     /// Client cores, one pinned thread each, e.g. 1 or 2-3 [default: the last usable core].
     #[arg(long)]
@@ -87,9 +89,14 @@ pub struct LoadArgs {
     /// Idle connections to hold open (idle workload) [default: 1000].
     #[arg(long)]
     pub idle: Option<usize>,
-    /// Write the full report (with serialized histograms) as JSON to this file.
+    /// Write the full report (with serialized histograms) as JSON to this file; `-` for
+    /// standard output (the summary then goes to standard error).
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write the latency distribution as an HdrHistogram `.hgrm` file (milliseconds, as
+    /// wrk2 prints it); `-` for standard output.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
     /// Stop after this many measured requests (or at the end of --duration).
     #[arg(long)]
     pub requests: Option<u64>,
@@ -99,11 +106,13 @@ pub struct LoadArgs {
     /// Host header for HTTP workloads [default: the target as given].
     #[arg(long)]
     pub host: Option<String>,
-    /// Seconds one connect may take before it counts as ETIMEDOUT.
-    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    /// Time one connect may take before it counts as ETIMEDOUT (5s, 500ms).
+    #[arg(long, default_value = "5", allow_negative_numbers = true,
+          value_parser = crate::duration::parse_secs)]
     pub connect_timeout: f64,
-    /// Seconds to wait for outstanding replies after the measured window.
-    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
+    /// Time to wait for outstanding replies after the measured window (2s, 500ms).
+    #[arg(long, default_value = "2", allow_negative_numbers = true,
+          value_parser = crate::duration::parse_secs)]
     pub drain: f64,
 }
 
@@ -201,10 +210,49 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
     handle.close();
     let _ = watcher.join();
     let report = result?;
-    print!("{}", report.summary());
+    let dash = |p: &Option<PathBuf>| p.as_deref() == Some(std::path::Path::new("-"));
+    // Standard output carries the one file asked for there; the summary moves aside.
+    let to_stderr = dash(&args.json) || dash(&args.hgrm);
+    let note = |s: String| {
+        if to_stderr {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    if to_stderr {
+        eprint!("{}", report.summary());
+    } else {
+        print!("{}", report.summary());
+    }
     if let Some(path) = &args.json {
-        write_report(path, &report)?;
-        println!("  json        {}", path.display());
+        if dash(&args.json) {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer_pretty(&mut out, &report)
+                .context("writing the JSON report to standard output")?;
+            std::io::Write::write_all(&mut out, b"\n")
+                .context("writing the JSON report to standard output")?;
+        } else {
+            write_report(path, &report)?;
+            note(format!("  json        {}", path.display()));
+        }
+    }
+    if let Some(path) = &args.hgrm {
+        let h = report
+            .latency
+            .hdr
+            .decode()
+            .context("decoding this run's latency histogram for --hgrm")?;
+        let text = crate::report::hgrm::percentile_distribution(&h, 1e6);
+        if dash(&args.hgrm) {
+            std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes())
+                .context("writing the .hgrm to standard output")?;
+        } else {
+            std::fs::write(path, text).with_context(|| {
+                format!("writing --hgrm {} (choose another file)", path.display())
+            })?;
+            note(format!("  hgrm        {}", path.display()));
+        }
     }
     Ok(())
 }

@@ -106,6 +106,18 @@ impl Axis {
         Axis::linear(label, unit, min.min(0.0), max)
     }
 
+    /// A logarithmic value axis over `values` whatever their spread (linear from zero if
+    /// any value is not positive).
+    pub(crate) fn log_value(label: &str, unit: Unit, values: &[f64]) -> Axis {
+        let vals: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+        let min = vals.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if vals.is_empty() || min <= 0.0 {
+            return Axis::value(label, unit, values, false);
+        }
+        Axis::log(label, unit, min, max)
+    }
+
     fn linear(label: &str, unit: Unit, lo: f64, max: f64) -> Axis {
         let hi = if max > lo { max * 1.08 } else { lo + 1.0 };
         let step = nice_step((hi - lo) / 5.0);
@@ -276,9 +288,9 @@ impl Axis {
 
     /// Categories 0..n at integer coordinates, for bar charts.
     pub(crate) fn categories(label: &str, names: &[String]) -> Axis {
-        // Fewer than three categories still get a third of the width each, so a lone
-        // group of bars does not stretch across the whole panel.
-        let pad = (3.0 - names.len() as f64).max(0.0) / 2.0;
+        // A lone category still gets only half the width, so its group of bars does not
+        // stretch across the whole panel.
+        let pad = (2.0 - names.len() as f64).max(0.0) / 2.0;
         Axis {
             label: label.to_string(),
             transform: Transform::Linear,

@@ -56,35 +56,33 @@ pub(super) fn churn(index: &Index<'_>) -> Vec<Figure> {
             None,
         ))
     });
-    let mut panels = vec![Panel {
-        title: "connections per second".to_string(),
-        x: Axis::categories("", &labels),
-        y: Axis::value(
+    let mut panels = vec![Panel::of_bars(
+        "connections per second",
+        Axis::categories("", &labels),
+        Axis::value(
             "connections per second",
             Unit::Si,
             &bar_values(&rate_bars),
             true,
         ),
-        lines: Vec::new(),
-        bars: rate_bars.clone(),
-    }];
+        rate_bars.clone(),
+    )];
     let mut keys = Vec::new();
     let mut notes = Vec::new();
     if lat_bars.is_empty() {
         notes.push("Connect latency was not recorded.".to_string());
     } else {
-        panels.push(Panel {
-            title: "connect latency".to_string(),
-            x: Axis::categories("", &labels),
-            y: Axis::value(
+        panels.push(Panel::of_bars(
+            "connect latency",
+            Axis::categories("", &labels),
+            Axis::value(
                 "connect latency",
                 Unit::Micros,
                 &bar_values(&lat_bars),
                 true,
             ),
-            lines: Vec::new(),
-            bars: lat_bars.clone(),
-        });
+            lat_bars.clone(),
+        ));
         keys.push(KeyItem::Swatch {
             light: false,
             text: "connect latency p50".to_string(),

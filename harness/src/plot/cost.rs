@@ -82,33 +82,63 @@ pub(super) fn cpu(index: &Index<'_>) -> Vec<Figure> {
         if cats.is_empty() || backends.is_empty() {
             continue;
         }
-        let bars = category_bars(index, &cats, &backends, false, |g| {
-            let user = g.stat(cpu_user)?;
-            let sys = g.stat(cpu_sys)?;
-            let total = g.stat(cpu_total)?;
-            Some((
-                vec![
-                    Segment {
-                        value: user.median,
-                        light: false,
-                    },
-                    Segment {
-                        value: sys.median,
-                        light: true,
-                    },
-                ],
-                (total.n > 1).then_some((total.min, total.max)),
-            ))
-        });
-        let labels = category_labels(&cats);
-        let x = Axis::categories("", &labels);
-        // Stacked bars only read right on a linear axis from zero.
-        let y = Axis::value(
-            "server CPU per request (µs)",
-            Unit::Plain,
-            &bar_values(&bars),
-            false,
-        );
+        // One panel per pipeline depth, each on its own linear axis: depth 16 costs a
+        // tenth of depth 1, and on a shared axis its bars would be a few pixels tall.
+        let mut depths: Vec<u32> = cats.iter().map(|s| s.depth).collect();
+        depths.sort_unstable();
+        depths.dedup();
+        let split = depths.len() > 1;
+        let mut panels = Vec::new();
+        let mut all_bars = Vec::new();
+        for depth in &depths {
+            let part: Vec<Shape> = if split {
+                cats.iter().filter(|s| s.depth == *depth).copied().collect()
+            } else {
+                cats.clone()
+            };
+            let bars = category_bars(index, &part, &backends, false, |g| {
+                let user = g.stat(cpu_user)?;
+                let sys = g.stat(cpu_sys)?;
+                let total = g.stat(cpu_total)?;
+                Some((
+                    vec![
+                        Segment {
+                            value: user.median,
+                            light: false,
+                        },
+                        Segment {
+                            value: sys.median,
+                            light: true,
+                        },
+                    ],
+                    (total.n > 1).then_some((total.min, total.max)),
+                ))
+            });
+            let labels = category_labels(&part);
+            // Stacked bars only read right on a linear axis from zero.
+            let y = Axis::value(
+                "server CPU per request (µs)",
+                Unit::Plain,
+                &bar_values(&bars),
+                false,
+            );
+            let title = if split {
+                match depth {
+                    1 => "depth 1 (one request in flight per connection)".to_string(),
+                    d => format!("depth {d} (pipelined)"),
+                }
+            } else {
+                String::new()
+            };
+            all_bars.extend(bars.iter().cloned());
+            panels.push(
+                Panel::of_bars(title, Axis::categories("", &labels), y, bars).with_value_labels(),
+            );
+            if !split {
+                break;
+            }
+        }
+        let bars = all_bars;
         let mut keys = vec![
             KeyItem::Swatch {
                 light: false,
@@ -125,13 +155,7 @@ pub(super) fn cpu(index: &Index<'_>) -> Vec<Figure> {
             kind: ChartKind::CpuPerRequest,
             title: format!("Server CPU time per request: {}", kind_title(kind)),
             subtitle: subtitle(index, &cats, "whisker: min–max of user + system"),
-            panels: vec![Panel {
-                title: String::new(),
-                x,
-                y,
-                lines: Vec::new(),
-                bars,
-            }],
+            panels,
             backends: backends.iter().map(|b| b.to_string()).collect(),
             keys,
             notes: index
@@ -171,18 +195,20 @@ pub(super) fn syscalls_and_switches(index: &Index<'_>) -> Vec<Figure> {
         let mut panels = Vec::new();
         let mut notes = Vec::new();
         if !sys_bars.is_empty() {
-            panels.push(Panel {
-                title: "syscalls per request".to_string(),
-                x: Axis::categories("", &labels),
-                y: Axis::value(
+            panels.push(
+                Panel::of_bars(
                     "syscalls per request",
-                    Unit::Plain,
-                    &bar_values(&sys_bars),
-                    true,
-                ),
-                lines: Vec::new(),
-                bars: sys_bars.clone(),
-            });
+                    Axis::categories("", &labels),
+                    Axis::value(
+                        "syscalls per request",
+                        Unit::Plain,
+                        &bar_values(&sys_bars),
+                        true,
+                    ),
+                    sys_bars.clone(),
+                )
+                .with_value_labels(),
+            );
         }
         // Say which backends' syscalls were not counted, and why.
         let mut absent: BTreeMap<&str, String> = BTreeMap::new();
@@ -205,18 +231,20 @@ pub(super) fn syscalls_and_switches(index: &Index<'_>) -> Vec<Figure> {
         for (backend, why) in &absent {
             notes.push(format!("Syscalls not counted for {backend}: {why}."));
         }
-        panels.push(Panel {
-            title: "context switches per request".to_string(),
-            x: Axis::categories("", &labels),
-            y: Axis::value(
-                "context switches per request (voluntary + involuntary)",
-                Unit::Plain,
-                &bar_values(&ctx_bars),
-                true,
-            ),
-            lines: Vec::new(),
-            bars: ctx_bars.clone(),
-        });
+        panels.push(
+            Panel::of_bars(
+                "context switches per request",
+                Axis::categories("", &labels),
+                Axis::value(
+                    "context switches per request (voluntary + involuntary)",
+                    Unit::Plain,
+                    &bar_values(&ctx_bars),
+                    true,
+                ),
+                ctx_bars.clone(),
+            )
+            .with_value_labels(),
+        );
         let mut all = sys_bars;
         all.extend(ctx_bars);
         let keys = standard_keys(&[], &all);

@@ -11,7 +11,7 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::axis::Axis;
+use super::axis::{fmt_sig, Axis};
 use super::figure::{Bar, Figure, KeyItem, Line, Markers, Panel};
 use super::font::FAMILY;
 use super::style::{backend_style, tint, Marker, TINT};
@@ -56,8 +56,14 @@ pub(crate) fn draw_figure<DB: DrawingBackend>(
         font(15.0, s, MUTED),
     ))?;
 
+    // Side by side up to three panels; small multiples go on a grid.
     let n = fig.panels.len().max(1);
-    let areas = plots.split_evenly((1, n));
+    let cols = if n <= 3 {
+        n
+    } else {
+        (n as f64).sqrt().ceil() as usize
+    };
+    let areas = plots.split_evenly((n.div_ceil(cols), cols));
     for (panel, area) in fig.panels.iter().zip(&areas) {
         draw_panel(root, area, panel, s)?;
     }
@@ -174,7 +180,11 @@ fn draw_panel<DB: DrawingBackend>(
 
     let base = if y.is_log() { Some(y.lo) } else { y.map(0.0) }.unwrap_or(y.lo);
     for bar in &panel.bars {
-        draw_bar(root, &mut chart, bar, x, y, base, s)?;
+        if y.is_log() {
+            draw_dot(root, &mut chart, bar, y, panel.value_labels, s)?;
+        } else {
+            draw_bar(root, &mut chart, bar, y, base, panel.value_labels, s)?;
+        }
     }
     // Bands first so every line sits on top of every band.
     for line in panel.lines.iter().filter(|l| l.band) {
@@ -324,7 +334,9 @@ fn draw_band<DB: DrawingBackend>(
                 Some((tx, y.map(p.lo?)?, y.map(p.hi?)?))
             })
             .collect();
-        if spans.len() >= 2 {
+        // Two points make a band a pair of trapezoids that hide each other; from three
+        // on it reads as a spread.
+        if spans.len() >= 3 {
             let mut poly: Vec<(f64, f64)> = spans.iter().map(|&(tx, _, hi)| (tx, hi)).collect();
             poly.extend(spans.iter().rev().map(|&(tx, lo, _)| (tx, lo)));
             chart.draw_series(std::iter::once(Polygon::new(
@@ -332,7 +344,7 @@ fn draw_band<DB: DrawingBackend>(
                 color.mix(0.16).filled(),
             )))?;
         } else {
-            // A lone point has no band: whiskers instead.
+            // Too few points for a band: whiskers instead.
             let cap = (x.hi - x.lo) * 0.008;
             let st = ShapeStyle::from(color).stroke_width(px_w(1.5, s));
             for (tx, lo, hi) in spans {
@@ -438,13 +450,99 @@ fn draw_marker<DB: DrawingBackend>(
     Ok(())
 }
 
+/// A bar's value written above `top` (chart coordinates), small enough to fit its width.
+fn draw_value_label<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &Chart<'_, DB>,
+    bar: &Bar,
+    value: f64,
+    top: f64,
+    lift: i32,
+    s: f64,
+) -> DrawResult<DB> {
+    let text = fmt_sig(value, 3);
+    let left = chart.backend_coord(&(bar.x0, top));
+    let right = chart.backend_coord(&(bar.x1, top));
+    let width = f64::from((right.0 - left.0).max(1));
+    let mut size = 11.5;
+    let style = loop {
+        let st = font(size, s, INK).pos(Pos::new(HPos::Center, VPos::Bottom));
+        let fits = root
+            .estimate_text_size(&text, &st)
+            .map(|(w, _)| f64::from(w) <= width * 1.15)
+            .unwrap_or(true);
+        if fits || size <= 7.0 {
+            break st;
+        }
+        size -= 0.5;
+    };
+    root.draw(&Text::new(
+        text,
+        ((left.0 + right.0) / 2, left.1 - lift),
+        style,
+    ))
+}
+
+/// A bar on a log axis: a marker at each value (the total of a stack; every value of an
+/// overlay, the light ones hollow), joined by a thin stem, with its whisker.
+fn draw_dot<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    chart: &mut Chart<'_, DB>,
+    bar: &Bar,
+    y: &Axis,
+    labels: bool,
+    s: f64,
+) -> DrawResult<DB> {
+    let st = backend_style(&bar.backend);
+    let xc = (bar.x0 + bar.x1) / 2.0;
+    let values: Vec<(f64, bool)> = if bar.overlay {
+        bar.segments.iter().map(|g| (g.value, g.light)).collect()
+    } else {
+        vec![(bar.segments.iter().map(|g| g.value).sum(), false)]
+    };
+    let mapped: Vec<(f64, bool)> = values
+        .iter()
+        .filter_map(|&(v, light)| y.map(v).map(|t| (t, light)))
+        .collect();
+    if mapped.len() >= 2 {
+        let lo = mapped.iter().map(|m| m.0).fold(f64::INFINITY, f64::min);
+        let hi = mapped.iter().map(|m| m.0).fold(f64::NEG_INFINITY, f64::max);
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(xc, lo), (xc, hi)],
+            ShapeStyle::from(st.color).stroke_width(px_w(1.5, s)),
+        )))?;
+    }
+    let mut top = f64::NEG_INFINITY;
+    if let Some((lo, hi)) = bar.whisker {
+        if let (Some(lo), Some(hi)) = (y.map(lo), y.map(hi)) {
+            let cap = (bar.x1 - bar.x0) * 0.25;
+            let ws = ShapeStyle::from(INK.mix(0.85)).stroke_width(px_w(1.3, s));
+            draw_whisker(chart, xc, lo, hi, cap, ws)?;
+            top = top.max(hi);
+        }
+    }
+    for &(t, light) in &mapped {
+        top = top.max(t);
+        let at = chart.backend_coord(&(xc, t));
+        draw_marker(root, st.marker, at, st.color, light || bar.hollow_mark, s)?;
+    }
+    if labels {
+        if let Some(&(v, _)) = values.iter().find(|(_, light)| !light) {
+            if top.is_finite() {
+                draw_value_label(root, chart, bar, v, top, (9.0 * s) as i32, s)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn draw_bar<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     chart: &mut Chart<'_, DB>,
     bar: &Bar,
-    _x: &Axis,
     y: &Axis,
     base: f64,
+    labels: bool,
     s: f64,
 ) -> DrawResult<DB> {
     let color = backend_style(&bar.backend).color;
@@ -476,10 +574,20 @@ fn draw_bar<DB: DrawingBackend>(
             top = top.max(hi);
         }
     }
+    let mut lift = (4.0 * s) as i32;
     if bar.hollow_mark {
         let (cx, cy) = chart.backend_coord(&((bar.x0 + bar.x1) / 2.0, top));
         let marker = backend_style(&bar.backend).marker;
         draw_marker(root, marker, (cx, cy - (10.0 * s) as i32), color, true, s)?;
+        lift = (18.0 * s) as i32;
+    }
+    if labels {
+        let value = if bar.overlay {
+            bar.segments.iter().map(|g| g.value).fold(0.0, f64::max)
+        } else {
+            bar.segments.iter().map(|g| g.value).sum()
+        };
+        draw_value_label(root, chart, bar, value, top, lift, s)?;
     }
     Ok(())
 }

@@ -85,6 +85,9 @@ pub(crate) struct Panel {
     pub y: Axis,
     pub lines: Vec<Line>,
     pub bars: Vec<Bar>,
+    /// Write each bar's value (its stack's total) above it: the headline charts are read
+    /// for their numbers.
+    pub value_labels: bool,
 }
 
 impl Panel {
@@ -96,7 +99,27 @@ impl Panel {
             y,
             lines,
             bars: Vec::new(),
+            value_labels: false,
         }
+    }
+
+    /// A panel of bars only. On a log axis they are drawn as dots: a bar's length from an
+    /// arbitrary floor means nothing there.
+    pub(crate) fn of_bars(title: impl Into<String>, x: Axis, y: Axis, bars: Vec<Bar>) -> Panel {
+        Panel {
+            title: title.into(),
+            x,
+            y,
+            lines: Vec::new(),
+            bars,
+            value_labels: false,
+        }
+    }
+
+    /// This panel with value labels on its bars.
+    pub(crate) fn with_value_labels(mut self) -> Panel {
+        self.value_labels = true;
+        self
     }
 }
 

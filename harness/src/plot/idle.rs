@@ -87,10 +87,11 @@ pub(super) fn idle_effect(index: &Index<'_>) -> Vec<Figure> {
                 ),
                 tput.clone(),
             ),
+            // Tail latency spans decades as poll(2) degrades: always logarithmic.
             Panel::of_lines(
                 "p99 latency (active connections)",
                 x(),
-                Axis::value("p99 latency", Unit::Micros, &line_values(&lat), true),
+                Axis::log_value("p99 latency (µs, ms)", Unit::Micros, &line_values(&lat)),
                 lat.clone(),
             ),
         ];

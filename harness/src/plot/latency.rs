@@ -14,6 +14,7 @@ use super::data::{
     Index, Shape, Which,
 };
 use super::figure::{ChartKind, Figure, KeyItem, Line, Markers, Panel, Point};
+use super::style::family;
 use crate::results::WorkloadKind;
 
 /// Spectrum resolution: points per nine.
@@ -37,6 +38,39 @@ fn spectrum_points(h: &Histogram<u64>) -> Vec<Point> {
     }
     pts.push(Point::at(end, h.max() as f64));
     pts
+}
+
+/// Most backends one spectrum panel shows; more become small multiples.
+const SMALL_MULTIPLES_ABOVE: usize = 5;
+
+/// Backends split into panels: each family of variants (epoll-*, uring-*, tokio-*)
+/// together, the backends without siblings pooled, no panel over
+/// [`SMALL_MULTIPLES_ABOVE`].
+fn small_multiples(backends: &[String]) -> Vec<Vec<String>> {
+    let mut families: Vec<(&str, Vec<String>)> = Vec::new();
+    for b in backends {
+        let fam = family(b);
+        match families.iter_mut().find(|(f, _)| *f == fam) {
+            Some((_, members)) => members.push(b.clone()),
+            None => families.push((fam, vec![b.clone()])),
+        }
+    }
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    let mut singles: Vec<String> = Vec::new();
+    for (_, members) in families {
+        if members.len() == 1 {
+            singles.extend(members);
+        } else {
+            groups.extend(
+                members
+                    .chunks(SMALL_MULTIPLES_ABOVE)
+                    .map(<[String]>::to_vec),
+            );
+        }
+    }
+    let per = SMALL_MULTIPLES_ABOVE.min(3);
+    groups.extend(singles.chunks(per).map(<[String]>::to_vec));
+    groups
 }
 
 /// Chart 2, one figure per workload shape with histograms (idle-sweep cells are shown by
@@ -87,6 +121,22 @@ pub(super) fn spectra(index: &Index<'_>, warnings: &mut Vec<String>) -> Vec<Figu
                 backends.push(l.backend.clone());
             }
         }
+        let panels = if backends.len() > SMALL_MULTIPLES_ABOVE {
+            // One panel per family on a shared axis: many curves in one panel tangle.
+            small_multiples(&backends)
+                .into_iter()
+                .map(|names| {
+                    let own: Vec<Line> = lines
+                        .iter()
+                        .filter(|l| names.contains(&l.backend))
+                        .cloned()
+                        .collect();
+                    Panel::of_lines(names.join(", "), x.clone(), y.clone(), own)
+                })
+                .collect()
+        } else {
+            vec![Panel::of_lines("", x, y, lines)]
+        };
         let mut keys = Vec::new();
         let open = shape.rate().is_some();
         if open {
@@ -143,7 +193,7 @@ pub(super) fn spectra(index: &Index<'_>, warnings: &mut Vec<String>) -> Vec<Figu
             kind: ChartKind::LatencySpectrum,
             title: format!("Latency by percentile: {what}"),
             subtitle: subtitle.join(" · "),
-            panels: vec![Panel::of_lines("", x, y, lines)],
+            panels,
             backends,
             keys,
             notes: index
@@ -253,4 +303,38 @@ pub(super) fn vs_load(index: &Index<'_>) -> Vec<Figure> {
         });
     }
     figs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_multiples_keep_families_together() {
+        let names: Vec<String> = [
+            "epoll-et",
+            "epoll-lt",
+            "uring",
+            "uring-multishot",
+            "uring-sqpoll",
+            "glommio",
+            "tokio",
+            "tokio-tpc",
+            "poll",
+            "blocking",
+        ]
+        .map(String::from)
+        .to_vec();
+        let groups = small_multiples(&names);
+        let joined: Vec<String> = groups.iter().map(|g| g.join(",")).collect();
+        assert_eq!(
+            joined,
+            [
+                "epoll-et,epoll-lt",
+                "uring,uring-multishot,uring-sqpoll",
+                "tokio,tokio-tpc",
+                "glommio,poll,blocking"
+            ]
+        );
+    }
 }

@@ -67,6 +67,34 @@ pub struct PlotArgs {
     /// Image size in pixels, WIDTHxHEIGHT (PNG pixels; the SVG's nominal size).
     #[arg(long, default_value = "1280x800", value_parser = parse_size)]
     pub size: (u32, u32),
+    /// Only these backends, comma separated (e.g. epoll-et,uring-multishot): fewer
+    /// curves per latency spectrum, one comparison per chart.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub backends: Option<Vec<String>>,
+}
+
+/// Keeps only the cells of `wanted` backends; every name must be in the results.
+pub fn filter_backends(results: &mut ResultsFile, wanted: &[String]) -> anyhow::Result<()> {
+    let present: Vec<&str> = {
+        let mut v: Vec<&str> = Vec::new();
+        for c in &results.cells {
+            if !v.contains(&c.backend.as_str()) {
+                v.push(&c.backend);
+            }
+        }
+        v
+    };
+    for w in wanted {
+        if !present.contains(&w.as_str()) {
+            bail!(
+                "--backends: `{w}` has no cells in this results file; it has {}",
+                present.join(", ")
+            );
+        }
+    }
+    results.cells.retain(|c| wanted.contains(&c.backend));
+    results.plan.backends.retain(|b| wanted.contains(b));
+    Ok(())
 }
 
 /// Parses "1280x800".
@@ -394,7 +422,11 @@ fn range_str(a: usize, b: usize) -> String {
 
 /// `harness plot`.
 pub fn run(args: PlotArgs) -> anyhow::Result<()> {
-    let results = read_results(&args.results)?;
+    let mut results = read_results(&args.results)?;
+    if let Some(list) = &args.backends {
+        let list: Vec<String> = list.iter().map(|b| b.trim().to_string()).collect();
+        filter_backends(&mut results, &list)?;
+    }
     let out = args
         .out
         .clone()
@@ -410,15 +442,17 @@ pub fn run(args: PlotArgs) -> anyhow::Result<()> {
         eprintln!("warning: {w}");
     }
     let files: Vec<&PathBuf> = rendered.charts.iter().flat_map(|c| &c.files).collect();
-    for f in &files {
-        println!("{}", f.display());
+    if !crate::cli::quiet() {
+        for f in &files {
+            println!("{}", f.display());
+        }
     }
     if rendered.charts.is_empty() {
         eprintln!(
             "no charts: {} has no measured cells (failed or unsupported cells are never drawn)",
             args.results.display()
         );
-    } else {
+    } else if !crate::cli::quiet() {
         eprintln!(
             "{} charts, {} files in {} ({:.2} s)",
             rendered.charts.len(),

@@ -1,7 +1,8 @@
 //! One colour and one marker per backend, the same on every chart and in every run, so a
 //! write-up's figures read together. Known backends have fixed entries; a backend added
 //! later gets a deterministic pick from its name (FNV-1a, not the std hasher, whose output
-//! may change between Rust releases).
+//! may change between Rust releases): a shade of its family's hue when its name starts
+//! like a known one ("uring-…"), else a colour of its own.
 
 use plotters::style::RGBColor;
 
@@ -52,35 +53,47 @@ pub struct BackendStyle {
     pub marker: Marker,
 }
 
-/// The fixed table: colour-blind-safe hues (Okabe–Ito first, then Tableau), families kept
-/// near each other (the epolls blue, the io_urings warm, the tokios purple/brown). No entry
-/// is black or the grid's grey, so a test can tell series from axes by colour.
+/// The fixed table. Variants of one strategy share their family's hue in distinct
+/// shades (the epolls blue, the io_urings orange to red, the tokios purple), every other
+/// backend has a hue of its own, and every pair is at least [`MIN_DISTANCE`] apart in
+/// CIELAB, so no two backends look alike on a chart or in print. No entry is black or
+/// the grid's grey, so a test can tell series from axes by colour.
 const KNOWN: &[(&str, (u8, u8, u8), Marker)] = &[
-    ("epoll-et", (0x00, 0x72, 0xB2), Marker::Circle),
-    ("epoll-lt", (0x56, 0xB4, 0xE9), Marker::Square),
-    ("uring", (0xD5, 0x5E, 0x00), Marker::TriangleUp),
-    ("uring-multishot", (0xE6, 0x9F, 0x00), Marker::Diamond),
-    ("uring-sqpoll", (0xCC, 0x79, 0xA7), Marker::TriangleDown),
-    ("glommio", (0x00, 0x9E, 0x73), Marker::Pentagon),
-    ("tokio", (0x94, 0x67, 0xBD), Marker::Hexagon),
-    ("tokio-tpc", (0x8C, 0x56, 0x4B), Marker::Star),
-    ("poll", (0x7F, 0x7F, 0x7F), Marker::TriangleLeft),
-    ("blocking", (0x9A, 0x9A, 0x1F), Marker::TriangleRight),
+    ("epoll-et", (0x08, 0x45, 0x94), Marker::Circle),
+    ("epoll-lt", (0x42, 0x92, 0xC6), Marker::Square),
+    ("uring", (0xB3, 0x30, 0x00), Marker::TriangleUp),
+    ("uring-multishot", (0xF0, 0x7C, 0x0C), Marker::Diamond),
+    ("uring-sqpoll", (0xE8, 0xB0, 0x20), Marker::TriangleDown),
+    ("glommio", (0x1B, 0x9E, 0x5A), Marker::Pentagon),
+    ("tokio", (0x54, 0x27, 0x8F), Marker::Hexagon),
+    ("tokio-tpc", (0xA6, 0x7D, 0xD4), Marker::Star),
+    ("poll", (0x80, 0x80, 0x80), Marker::TriangleLeft),
+    ("blocking", (0xD0, 0x2F, 0x7E), Marker::TriangleRight),
 ];
 
-/// Colours for backends not in [`KNOWN`]: distinct from every fixed entry.
+/// Smallest CIELAB distance (ΔE*76) between any two fixed colours.
+pub const MIN_DISTANCE: f64 = 20.0;
+
+/// Colours for backends of no known family: distinct from every fixed entry.
 const FALLBACK: &[(u8, u8, u8)] = &[
     (0x17, 0xBE, 0xCF),
-    (0xA6, 0x1C, 0x3C),
+    (0x6B, 0x3A, 0x1E),
     (0x2E, 0x4A, 0x8C),
     (0x55, 0x6B, 0x2F),
-    (0xB8, 0x86, 0x0B),
-    (0x6A, 0x3D, 0x9A),
+    (0x9A, 0x9A, 0x1F),
     (0x00, 0x80, 0x80),
-    (0xE7, 0x29, 0x8A),
+    (0x8B, 0x00, 0x3A),
+    (0x00, 0x3C, 0x30),
 ];
 
-/// The style of backend `name`: fixed for known names, a stable hash pick otherwise.
+/// A variant's family: the name up to its first '-' ("uring" for "uring-zerocopy").
+pub fn family(name: &str) -> &str {
+    name.split('-').next().unwrap_or(name)
+}
+
+/// The style of backend `name`: fixed for known names; a new variant of a known family
+/// gets that family's hue in a shade picked by a stable hash of its name; anything else
+/// a stable hash pick.
 pub fn backend_style(name: &str) -> BackendStyle {
     if let Some(&(_, (r, g, b), marker)) = KNOWN.iter().find(|(n, _, _)| *n == name) {
         return BackendStyle {
@@ -89,11 +102,62 @@ pub fn backend_style(name: &str) -> BackendStyle {
         };
     }
     let h = fnv1a(name.as_bytes());
+    let marker = MARKERS[((h >> 32) % MARKERS.len() as u64) as usize];
+    let fam = family(name);
+    if let Some(&(_, (r, g, b), _)) = KNOWN.iter().find(|(n, _, _)| family(n) == fam) {
+        return BackendStyle {
+            color: family_shade(RGBColor(r, g, b), h),
+            marker,
+        };
+    }
     let (r, g, b) = FALLBACK[(h % FALLBACK.len() as u64) as usize];
     BackendStyle {
         color: RGBColor(r, g, b),
-        marker: MARKERS[((h >> 32) % MARKERS.len() as u64) as usize],
+        marker,
     }
+}
+
+/// One of five shades of `base`'s hue, from darker to lighter, chosen by `h`.
+fn family_shade(base: RGBColor, h: u64) -> RGBColor {
+    const SHADES: [f64; 5] = [-0.45, -0.25, 0.2, 0.38, 0.55];
+    let amount = SHADES[(h % SHADES.len() as u64) as usize];
+    if amount < 0.0 {
+        let mix = |v: u8| (f64::from(v) * (1.0 + amount)).round() as u8;
+        RGBColor(mix(base.0), mix(base.1), mix(base.2))
+    } else {
+        tint(base, amount)
+    }
+}
+
+/// CIELAB (D65) of an sRGB colour.
+pub fn lab(c: RGBColor) -> (f64, f64, f64) {
+    let lin = |v: u8| {
+        let v = f64::from(v) / 255.0;
+        if v <= 0.04045 {
+            v / 12.92
+        } else {
+            ((v + 0.055) / 1.055).powf(2.4)
+        }
+    };
+    let (r, g, b) = (lin(c.0), lin(c.1), lin(c.2));
+    let x = (0.4124 * r + 0.3576 * g + 0.1805 * b) / 0.95047;
+    let y = 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    let z = (0.0193 * r + 0.1192 * g + 0.9505 * b) / 1.08883;
+    let f = |t: f64| {
+        if t > 0.008856 {
+            t.cbrt()
+        } else {
+            7.787 * t + 16.0 / 116.0
+        }
+    };
+    let (fx, fy, fz) = (f(x), f(y), f(z));
+    (116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz))
+}
+
+/// ΔE*76 between two colours: about 2.3 is just noticeable, 20 clearly different.
+pub fn distance(a: RGBColor, b: RGBColor) -> f64 {
+    let (p, q) = (lab(a), lab(b));
+    ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2) + (p.2 - q.2).powi(2)).sqrt()
 }
 
 /// `#rrggbb`, as plotters writes colours into SVG.
@@ -170,8 +234,70 @@ mod tests {
                 assert_ne!(a.marker, b.marker);
             }
         }
-        assert_eq!(hex(backend_style("epoll-et").color), "#0072B2");
+        assert_eq!(hex(backend_style("epoll-et").color), "#084594");
         assert_eq!(backend_style("uring").marker, Marker::TriangleUp);
+    }
+
+    #[test]
+    fn every_pair_of_backends_is_distinguishable() {
+        for (i, (a, ca, _)) in KNOWN.iter().enumerate() {
+            for (b, cb, _) in &KNOWN[i + 1..] {
+                let d = distance(RGBColor(ca.0, ca.1, ca.2), RGBColor(cb.0, cb.1, cb.2));
+                assert!(d >= MIN_DISTANCE, "{a} and {b} are only {d:.1} apart");
+            }
+        }
+    }
+
+    #[test]
+    fn variants_keep_their_family_hue() {
+        // HSV hue: what "the same colour, lighter or darker" keeps.
+        let hue = |c: RGBColor| {
+            let (r, g, b) = (f64::from(c.0), f64::from(c.1), f64::from(c.2));
+            let (max, min) = (r.max(g).max(b), r.min(g).min(b));
+            let d = max - min;
+            let h = if d == 0.0 {
+                0.0
+            } else if max == r {
+                (g - b) / d
+            } else if max == g {
+                (b - r) / d + 2.0
+            } else {
+                (r - g) / d + 4.0
+            };
+            (h * 60.0).rem_euclid(360.0)
+        };
+        let close = |x: f64, y: f64| {
+            let d = (x - y).rem_euclid(360.0);
+            d.min(360.0 - d)
+        };
+        for (fam, max_spread) in [("epoll", 15.0), ("uring", 30.0), ("tokio", 10.0)] {
+            let base = backend_style(fam_base(fam)).color;
+            for (n, _, _) in KNOWN.iter().filter(|(n, _, _)| family(n) == fam) {
+                let c = backend_style(n).color;
+                assert!(
+                    close(hue(c), hue(base)) <= max_spread,
+                    "{n} left the {fam} hue"
+                );
+            }
+            // A variant added later lands in the family too.
+            let new = backend_style(&format!("{fam}-newvariant")).color;
+            assert!(close(hue(new), hue(base)) <= max_spread, "{fam}-newvariant");
+        }
+        // Different families stay apart.
+        let (e, u, t) = (
+            hue(backend_style("epoll-et").color),
+            hue(backend_style("uring").color),
+            hue(backend_style("tokio").color),
+        );
+        assert!(close(e, u) > 90.0 && close(e, t) > 40.0 && close(u, t) > 90.0);
+    }
+
+    fn fam_base(fam: &str) -> &'static str {
+        KNOWN
+            .iter()
+            .find(|(n, _, _)| family(n) == fam)
+            .map(|(n, _, _)| *n)
+            .unwrap()
     }
 
     #[test]
@@ -180,7 +306,7 @@ mod tests {
         assert_eq!(a, backend_style("my-new-backend"));
         // Pinned: a change here recolours every published chart of that backend.
         assert_eq!(fnv1a(b"my-new-backend"), 0x535d_8aef_b80e_28f9);
-        assert_eq!(a.color, RGBColor(0xA6, 0x1C, 0x3C));
+        assert_eq!(a.color, RGBColor(0x6B, 0x3A, 0x1E));
         assert_eq!(a.marker, Marker::Diamond);
         for (_, (r, g, b), _) in KNOWN {
             assert_ne!(a.color, RGBColor(*r, *g, *b));

@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use super::axis::{Axis, Unit};
 use super::common::{
-    cores_phrase, cores_slug, line_values, shape_slug, standard_keys, sweep_lines,
+    bar_values, category_bars, category_labels, cores_phrase, cores_slug, line_values, shape_slug,
+    standard_keys, sweep_lines,
 };
 use super::data::{
     connections, describe_repeats, describe_timing, describe_workload, throughput,
     throughput_label, Index, Shape,
 };
-use super::figure::{ChartKind, Figure, Panel};
+use super::figure::{ChartKind, Figure, Panel, Segment};
 use crate::results::WorkloadKind;
 
 fn y_unit(kind: WorkloadKind) -> Unit {
@@ -52,23 +53,56 @@ pub(super) fn vs_connections(index: &Index<'_>) -> Vec<Figure> {
         if xs.len() < 2 || backends.is_empty() {
             continue;
         }
-        let lines = sweep_lines(
-            index,
-            &members,
-            &backends,
-            |s| f64::from(s.connections),
-            throughput,
-            true,
-            false,
-        );
-        let x = Axis::sweep("connections", Unit::Si, &xs);
-        let y = Axis::value(
-            throughput_label(family.kind),
-            y_unit(family.kind),
-            &line_values(&lines),
-            true,
-        );
-        let keys = standard_keys(&lines, &[]);
+        let (panel, keys) = if xs.len() <= 2 {
+            // Two points make no curve: bars per connection count, min–max as whiskers.
+            let mut cats: Vec<Shape> = members
+                .iter()
+                .filter(|s| index.of_shape(s).any(|g| !g.ok.is_empty()))
+                .copied()
+                .collect();
+            cats.sort_by_key(|s| s.connections);
+            let bars = category_bars(index, &cats, &backends, false, |g| {
+                let st = g.stat(throughput)?;
+                Some((
+                    vec![Segment {
+                        value: st.median,
+                        light: false,
+                    }],
+                    (st.n > 1).then_some((st.min, st.max)),
+                ))
+            });
+            let y = Axis::value(
+                throughput_label(family.kind),
+                y_unit(family.kind),
+                &bar_values(&bars),
+                false,
+            );
+            let keys = standard_keys(&[], &bars);
+            let labels = category_labels(&cats);
+            (
+                Panel::of_bars("", Axis::categories("", &labels), y, bars),
+                keys,
+            )
+        } else {
+            let lines = sweep_lines(
+                index,
+                &members,
+                &backends,
+                |s| f64::from(s.connections),
+                throughput,
+                true,
+                false,
+            );
+            let x = Axis::sweep("connections", Unit::Si, &xs);
+            let y = Axis::value(
+                throughput_label(family.kind),
+                y_unit(family.kind),
+                &line_values(&lines),
+                true,
+            );
+            let keys = standard_keys(&lines, &[]);
+            (Panel::of_lines("", x, y, lines), keys)
+        };
         let notes = index
             .left_out_note(&members, |s| connections(s.connections))
             .into_iter()
@@ -86,7 +120,7 @@ pub(super) fn vs_connections(index: &Index<'_>) -> Vec<Figure> {
             kind: ChartKind::ThroughputVsConnections,
             title: format!("Throughput vs connections: {}", describe_workload(&family)),
             subtitle: subtitle.join(" · "),
-            panels: vec![Panel::of_lines("", x, y, lines)],
+            panels: vec![panel],
             backends: backends.iter().map(|b| b.to_string()).collect(),
             keys,
             notes,

@@ -67,13 +67,30 @@ const COLUMNS: &[&str] = &[
 pub fn csv(results: &ResultsFile) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", COLUMNS.join(","));
-    for cell in &results.cells {
-        let row = row(cell);
-        debug_assert_eq!(row.len(), COLUMNS.len());
+    for row in rows(results) {
         let fields: Vec<String> = row.iter().map(|f| quote(f)).collect();
         let _ = writeln!(out, "{}", fields.join(","));
     }
     out
+}
+
+/// The CSV's column names, in order.
+pub(crate) fn columns() -> &'static [&'static str] {
+    COLUMNS
+}
+
+/// One row of fields per cell in run order, aligned with [`columns`]; empty where a value
+/// was not measured.
+pub(crate) fn rows(results: &ResultsFile) -> Vec<Vec<String>> {
+    results
+        .cells
+        .iter()
+        .map(|cell| {
+            let row = row(cell);
+            debug_assert_eq!(row.len(), COLUMNS.len());
+            row
+        })
+        .collect()
 }
 
 fn row(c: &Cell) -> Vec<String> {

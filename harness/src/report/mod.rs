@@ -1,8 +1,12 @@
 //! `harness report`: a results file as a markdown write-up (environment, one table per
-//! workload group, failures, links to the charts) or as CSV with one row per cell.
+//! workload group, failures, links to the charts), a self-contained HTML page with the
+//! charts inline, CSV or JSON with one row per cell, or one `.hgrm` percentile
+//! distribution per cell.
 
 mod claims;
 mod csv;
+pub mod hgrm;
+mod html;
 mod markdown;
 
 use std::fs;
@@ -12,6 +16,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Context;
 
 pub use csv::csv;
+pub use html::html;
 pub use markdown::{markdown, PlotLinks};
 
 use crate::results::read_results;
@@ -25,6 +30,14 @@ pub enum ReportFormat {
     Csv,
     /// The terminal table `harness compare` prints at the end of a run.
     Summary,
+    /// One self-contained page: the write-up, every chart inline, a sortable table of
+    /// every cell. Fetches nothing.
+    Html,
+    /// The CSV's rows as a JSON array of objects (numbers as numbers, absent as null).
+    Json,
+    /// One HdrHistogram percentile distribution (`.hgrm`, milliseconds, as wrk2 prints)
+    /// per measured cell, into the directory given by --out.
+    Hgrm,
 }
 
 /// `harness report` options.
@@ -35,9 +48,13 @@ pub struct ReportArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = ReportFormat::Markdown)]
     pub format: ReportFormat,
-    /// Write to FILE instead of standard output.
+    /// Write to FILE instead of standard output (`-` is standard output); with
+    /// `--format hgrm`, the directory for the files.
     #[arg(long, short, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Shorthand for `--format json --out FILE` (`-` for standard output).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["format", "out"])]
+    pub json: Option<PathBuf>,
     /// Where the charts are, for the markdown links [default: `plots/` beside RESULTS, as
     /// `harness plot` writes them]. Links are relative to the report's own location.
     #[arg(long, value_name = "DIR")]
@@ -45,10 +62,30 @@ pub struct ReportArgs {
 }
 
 /// `harness report`.
-pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+pub fn run(mut args: ReportArgs) -> anyhow::Result<()> {
+    if let Some(json) = args.json.take() {
+        args.format = ReportFormat::Json;
+        args.out = Some(json);
+    }
+    // `-` is standard output, as for every file option of the harness.
+    if args.out.as_deref() == Some(Path::new("-")) {
+        args.out = None;
+    }
     let results = read_results(&args.results)?;
     let text = match args.format {
         ReportFormat::Csv => csv(&results),
+        ReportFormat::Html => html(&results)?,
+        ReportFormat::Json => json_rows(&results)?,
+        ReportFormat::Hgrm => {
+            let dir = args.out.as_deref().context(
+                "--format hgrm writes one file per cell: give the directory with --out DIR",
+            )?;
+            let paths = hgrm::write_hgrm_dir(&results, dir)?;
+            if !crate::cli::quiet() {
+                eprintln!("{} .hgrm files in {}", paths.len(), dir.display());
+            }
+            return Ok(());
+        }
         ReportFormat::Summary => {
             let mut buf = Vec::new();
             crate::compare::summary::print(&results, &mut buf)?;
@@ -85,6 +122,45 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The CSV's rows as JSON objects in column order: numbers and booleans typed, empty
+/// fields null.
+fn json_rows(results: &crate::results::ResultsFile) -> anyhow::Result<String> {
+    use serde_json::{Number, Value};
+    let names = csv::columns();
+    let mut out = String::from("[");
+    for (n, row) in csv::rows(results).into_iter().enumerate() {
+        out.push_str(if n == 0 { "\n  {" } else { ",\n  {" });
+        for (i, (name, v)) in names.iter().zip(row).enumerate() {
+            let value = match v.as_str() {
+                "" => Value::Null,
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                // Names and core lists ("0 1") stay text even when they look numeric.
+                _ if matches!(*name, "group" | "backend" | "server_cores" | "client_cores") => {
+                    Value::String(v)
+                }
+                _ => match v
+                    .parse::<i64>()
+                    .ok()
+                    .map(Number::from)
+                    .or_else(|| v.parse::<f64>().ok().and_then(Number::from_f64))
+                {
+                    Some(num) => Value::Number(num),
+                    None => Value::String(v),
+                },
+            };
+            let sep = if i == 0 { "" } else { ", " };
+            out.push_str(sep);
+            out.push_str(&serde_json::to_string(name).context("encoding a column name")?);
+            out.push_str(": ");
+            out.push_str(&serde_json::to_string(&value).context("encoding a value")?);
+        }
+        out.push('}');
+    }
+    out.push_str(if out.len() > 1 { "\n]\n" } else { "]\n" });
+    Ok(out)
 }
 
 fn parent_dir(p: &Path) -> PathBuf {
