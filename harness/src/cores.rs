@@ -50,7 +50,10 @@ fn parse_one(n: &str, whole: &str) -> anyhow::Result<usize> {
         format!("'{n}' in core list '{whole}' is not a core number; give cores like 0 or 0,2-3")
     })?;
     if c > MAX_CORE {
-        bail!("core {c} in '{whole}' is past the highest CPU number Linux has ({MAX_CORE})");
+        bail!(
+            "core {c} does not exist: '{whole}' goes past the highest CPU number Linux has \
+             ({MAX_CORE})"
+        );
     }
     Ok(c)
 }
