@@ -591,11 +591,21 @@ mod tests {
     use super::*;
     use backend_api::ShardStats;
 
+    /// One fixture cell: group, backend, workload, idle connections, CPU µs/req,
+    /// syscalls/req, server counters.
+    type Spec<'a> = (
+        &'a str,
+        &'a str,
+        WorkloadKind,
+        Option<u32>,
+        f64,
+        f64,
+        ShardStats,
+    );
+
     /// A results file of the committed fixture's first ok cell, copied into the claims
     /// cells with the figures given.
-    fn fixture(
-        cells: &[(&str, &str, WorkloadKind, Option<u32>, f64, f64, ShardStats)],
-    ) -> ResultsFile {
+    fn fixture(cells: &[Spec<'_>]) -> ResultsFile {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/results.json");
         let mut r = crate::results::read_results(std::path::Path::new(path)).unwrap();
         let template = r
