@@ -187,6 +187,26 @@ fn counted_syscalls(c: &Cell) -> Option<f64> {
     Some(calls as f64 / whole_run_requests(c)?)
 }
 
+/// Median syscalls per request of `a` and `b` in `group`, from the perf tracepoint where
+/// both cells have it, else from the servers' own counts; and what the figures are.
+fn syscall_pair(
+    v: &View<'_>,
+    group: &str,
+    a: &str,
+    b: &str,
+) -> (Option<f64>, Option<f64>, &'static str) {
+    let (sa, sb) = (v.median(group, a, syscalls), v.median(group, b, syscalls));
+    if sa.is_some() && sb.is_some() {
+        return (sa, sb, "syscalls/req");
+    }
+    (
+        v.median(group, a, counted_syscalls),
+        v.median(group, b, counted_syscalls),
+        "syscalls/req (server-counted: read, send, epoll_wait, epoll_ctl, accept; the perf \
+         tracepoint was absent)",
+    )
+}
+
 /// Events per `epoll_wait` (or `poll`/`select` call), server counters.
 fn events_per_wait(c: &Cell) -> Option<f64> {
     let s = c.server.as_ref()?.stats?;
@@ -239,16 +259,7 @@ fn fx(x: Option<f64>) -> String {
 fn claim_short_read(v: &View<'_>) -> Option<Row> {
     let (a, b) = ("epoll-et-shortread", "epoll-et");
     let g = *v.groups_with(&[a, b], None).first()?;
-    let (mut sa, mut sb) = (v.median(g, a, syscalls), v.median(g, b, syscalls));
-    let mut what = "syscalls/req";
-    if sa.is_none() || sb.is_none() {
-        (sa, sb) = (
-            v.median(g, a, counted_syscalls),
-            v.median(g, b, counted_syscalls),
-        );
-        what = "syscalls/req (server-counted: read, send, epoll_wait, epoll_ctl, accept; \
-                the perf tracepoint was absent)";
-    }
+    let (sa, sb, what) = syscall_pair(v, g, a, b);
     let (ca, cb) = (v.median(g, a, cpu), v.median(g, b, cpu));
     let fewer = ratio(sa, sb).map(|r| r < 0.95);
     let verdict = match fewer {
@@ -323,7 +334,7 @@ fn claim_toggle(v: &View<'_>) -> Option<Row> {
     let g = *v.groups_with(&[a, b], Some(WorkloadKind::Echo)).first()?;
     let (ka, kb) = (v.median(g, a, ctl_per_req), v.median(g, b, ctl_per_req));
     let (ca, cb) = (v.median(g, a, cpu), v.median(g, b, cpu));
-    let (sa, sb) = (v.median(g, a, syscalls), v.median(g, b, syscalls));
+    let (sa, sb, what) = syscall_pair(v, g, a, b);
     let verdict = match ka {
         Some(k) if (1.8..=2.2).contains(&k) => Verdict::Holds,
         Some(_) => Verdict::DoesNotHold,
@@ -334,8 +345,8 @@ fn claim_toggle(v: &View<'_>) -> Option<Row> {
                 EPOLLOUT → EPOLLIN), as the notes' 129-line server does, costs two \
                 epoll_ctl calls per request",
         measured: format!(
-            "`{g}`: epoll_ctl/req {} (toggle) vs {} (lt); syscalls/req {} vs {}; CPU µs/req \
-             {} vs {}, {}",
+            "`{g}`: epoll_ctl/req {} (toggle) vs {} (lt); {what} {} vs {}; CPU µs/req {} vs \
+             {}, {}",
             f2(ka),
             f2(kb),
             f2(sa),
@@ -591,11 +602,21 @@ mod tests {
     use super::*;
     use backend_api::ShardStats;
 
+    /// One fixture cell: group, backend, workload, idle connections, CPU µs/req,
+    /// syscalls/req, server counters.
+    type Spec<'a> = (
+        &'a str,
+        &'a str,
+        WorkloadKind,
+        Option<u32>,
+        f64,
+        f64,
+        ShardStats,
+    );
+
     /// A results file of the committed fixture's first ok cell, copied into the claims
     /// cells with the figures given.
-    fn fixture(
-        cells: &[(&str, &str, WorkloadKind, Option<u32>, f64, f64, ShardStats)],
-    ) -> ResultsFile {
+    fn fixture(cells: &[Spec<'_>]) -> ResultsFile {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/results.json");
         let mut r = crate::results::read_results(std::path::Path::new(path)).unwrap();
         let template = r
