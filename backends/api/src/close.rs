@@ -20,8 +20,10 @@
 //! never closes, can hold: a lingering connection costs an idle connection's memory for at
 //! most [`LINGER_TIMEOUT`].
 //!
-//! A backend may skip step 3 when one read finds no input queued (`EAGAIN`) and it
-//! closes at once: then no reset can follow. If the peer's EOF arrived already, steps 2-3
+//! A backend may skip step 3 when one read finds no input queued (`EAGAIN`,
+//! [`discard_queued`]) and it closes at once: then no reset can follow (the close sends
+//! the FIN, so step 2 goes too). poll, tokio, glommio and blocking do, as epoll does, so
+//! that the common close costs one read rather than a linger. If the peer's EOF arrived already, steps 2-3
 //! are moot and the socket closes after the flush.
 //!
 //! [`Linger`] is the bookkeeping of step 3; each event-driven backend drives the reads its
@@ -105,6 +107,41 @@ pub fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// What one nonblocking read found before the write side is shut down: the check that
+/// lets a connection skip lingering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// No input queued (`EAGAIN`): close now, a FIN follows the output.
+    Nothing,
+    /// The peer's EOF: close now.
+    Eof,
+    /// `n` bytes of input were queued (and are thrown away): shut down and linger.
+    Discarded(usize),
+}
+
+/// One nonblocking read (`MSG_DONTWAIT`, so it works on blocking sockets too) into `buf`,
+/// whose bytes are thrown away: says whether the connection must linger.
+pub fn discard_queued(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Queued> {
+    loop {
+        // SAFETY: the pointer and length describe `buf`, writable and exclusively borrowed
+        // for the call.
+        return match unsafe {
+            crate::syscall!(recv(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT
+            ))
+        } {
+            Ok(0) => Ok(Queued::Eof),
+            Ok(n) => Ok(Queued::Discarded(n as usize)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Queued::Nothing),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => Err(e),
+        };
+    }
+}
+
 /// What [`linger_blocking`] read and threw away.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Discarded {
@@ -114,19 +151,29 @@ pub struct Discarded {
     pub bytes: u64,
 }
 
-/// Steps 2 and 3 for a blocking socket whose output is flushed: shuts down the write side,
-/// then reads into `buf` and discards until EOF, [`LINGER_TIMEOUT`] or
-/// [`LINGER_MAX_DISCARD`]. Each wait is a `poll(2)` bounded by the time left, so a peer that
-/// never closes costs the thread at most the deadline. The caller closes the socket after.
+/// Steps 2 and 3 for a blocking socket whose output is flushed: when one read finds input
+/// queued ([`discard_queued`]), shuts down the write side, then reads into `buf` and
+/// discards until EOF, [`LINGER_TIMEOUT`] or [`LINGER_MAX_DISCARD`]. Each wait is a
+/// `poll(2)` bounded by the time left, so a peer that never closes costs the thread at most
+/// the deadline. The caller closes the socket after.
 ///
 /// Another thread's `shutdown(SHUT_RDWR)` on the socket (a server stopping) ends the wait
 /// at once: the next read sees EOF. A socket error ends it too (the close follows anyway).
 pub fn linger_blocking(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Discarded {
     let mut done = Discarded::default();
+    let first = match discard_queued(fd, buf) {
+        Ok(Queued::Discarded(n)) => n,
+        Ok(Queued::Nothing | Queued::Eof) | Err(_) => return done,
+    };
+    done.reads += 1;
+    done.bytes += first as u64;
     if shutdown_write(fd).is_err() {
         return done;
     }
     let mut linger = Linger::start(Instant::now());
+    if linger.on_read(first, Instant::now()) == LingerStep::Close {
+        return done;
+    }
     loop {
         let left = linger.remaining(Instant::now());
         if left.is_zero() {
@@ -230,6 +277,7 @@ mod tests {
         // Input the server never reads before it closes: without lingering, a reset.
         client.write_all(&[7u8; 100_000]).unwrap();
         server.write_all(b"last response").unwrap();
+        wait_readable(&server);
         // Reads to EOF, then closes: that EOF ends the server's linger.
         let peer = std::thread::spawn(move || {
             let mut got = Vec::new();
@@ -245,16 +293,47 @@ mod tests {
 
     #[test]
     fn blocking_linger_ends_at_the_deadline_when_the_peer_never_closes() {
+        use std::io::Write;
         use std::os::fd::AsFd;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let _client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().unwrap();
+        client.write_all(b"unread").unwrap();
+        wait_readable(&server);
         let t0 = Instant::now();
         let done = linger_blocking(server.as_fd(), &mut [0u8; 64]);
         assert!(
             t0.elapsed() >= LINGER_TIMEOUT,
             "returned before the deadline"
         );
+        assert_eq!(done.bytes, 6);
+    }
+
+    #[test]
+    fn blocking_linger_closes_at_once_with_nothing_queued() {
+        use std::io::Read;
+        use std::os::fd::AsFd;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let (server, _) = l.accept().unwrap();
+        let done = linger_blocking(server.as_fd(), &mut [0u8; 64]);
         assert_eq!(done, Discarded::default());
+        drop(server);
+        assert_eq!(client.read(&mut [0u8; 8]).unwrap(), 0, "a FIN, not a reset");
+    }
+
+    /// Waits (bounded) until `s` has input queued.
+    fn wait_readable(s: &std::net::TcpStream) {
+        let mut pfd = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one live pollfd for the call.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 20_000) };
+        assert_eq!(ready, 1, "input never arrived");
     }
 }

@@ -33,8 +33,9 @@
 //!
 //! The shared close policy ([`backend_api::close`]): after the peer's EOF the thread
 //! closes (its output is always written before it reads again); after the session's
-//! `Flow::Close` it writes the last response, shuts down its write side and discards input
-//! until EOF or the linger deadline ([`close::linger_blocking`]).
+//! `Flow::Close` it writes the last response and, if input is still queued, shuts down its
+//! write side and discards input until EOF or the linger deadline
+//! ([`close::linger_blocking`]).
 //!
 //! # Stop
 //!

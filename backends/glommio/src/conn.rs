@@ -11,8 +11,9 @@
 //!
 //! A read of 0 or `Flow::Close` stops reading. The connection then ends by the shared close
 //! policy ([`backend_api::close`]): after the peer's EOF it closes once the output is
-//! flushed; after `Flow::Close` it flushes, shuts down its write side and lingers,
-//! discarding input until EOF or the linger deadline (a glommio timer) or budget. Dropping
+//! flushed; after `Flow::Close` it flushes and, if input is still queued, shuts down its
+//! write side and lingers, discarding input until EOF or the linger deadline (a glommio
+//! timer) or budget. Dropping
 //! the socket closes it. Any socket error (`ECONNRESET`, `EPIPE`, ...) ends only
 //! this task. (glommio sends with `MSG_DONTWAIT` but not `MSG_NOSIGNAL`; a write to a reset
 //! peer is only an `EPIPE` because the Rust runtime ignores `SIGPIPE` in every binary.) A task reads at most [`READ_BUDGET`] times per poll before yielding, so one
@@ -24,7 +25,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use backend_api::close::{self, Linger, LingerStep};
+use backend_api::close::{self, Linger, LingerStep, Queued};
 use backend_api::{AnySession, Flow, OutBuf, Session};
 use futures_lite::future;
 use futures_lite::io::{AsyncRead, AsyncWrite};
@@ -134,15 +135,28 @@ impl Conn {
         }
     }
 
-    /// Steps 2-3 of the close policy, once the output is flushed: FIN, then discard input
-    /// until EOF, the deadline or the budget.
+    /// Steps 2-3 of the close policy, once the output is flushed, if input is still
+    /// queued: FIN, then discard input until EOF, the deadline or the budget.
     async fn linger(&mut self) {
         // SAFETY: the stream owns this descriptor and outlives the borrow.
         let fd = unsafe { BorrowedFd::borrow_raw(self.stream.as_raw_fd()) };
+        let c = &self.guard.shared.counters;
+        // Nothing more queued: close now (a FIN follows the output). The buffer is lent
+        // for this one call only.
+        let queued = close::discard_queued(fd, &mut self.guard.shared.read_buf.borrow_mut());
+        bump(&c.reads, 1);
+        let first = match queued {
+            Ok(Queued::Discarded(n)) => n,
+            Ok(Queued::Nothing | Queued::Eof) | Err(_) => return,
+        };
+        bump(&c.bytes_in, first as u64);
         if close::shutdown_write(fd).is_err() {
             return;
         }
         let mut linger = Linger::start(Instant::now());
+        if linger.on_read(first, Instant::now()) == LingerStep::Close {
+            return;
+        }
         let deadline = glommio::timer::sleep(linger.remaining(Instant::now()));
         let discard = std::future::poll_fn(|cx| self.discard(cx, &mut linger));
         future::or(discard, deadline).await;

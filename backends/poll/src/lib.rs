@@ -22,9 +22,9 @@
 //! # Closing
 //!
 //! The shared close policy ([`backend_api::close`]): once the session asked to close and
-//! the output is flushed, `shutdown(SHUT_WR)`, then `POLLIN` again to read and discard
-//! until EOF, the linger deadline or the discard budget; the poll timeout is the nearest
-//! linger deadline. After the peer's EOF the connection closes as soon as it is flushed.
+//! the output is flushed, one read; if it found input, `shutdown(SHUT_WR)`, then `POLLIN`
+//! again to read and discard until EOF, the linger deadline or the discard budget (the
+//! poll timeout is the nearest linger deadline); if not, the close at once. After the peer's EOF the connection closes as soon as it is flushed.
 //!
 //! # Memory per connection
 //!
@@ -41,7 +41,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
-use backend_api::close::{self, Linger, LingerStep};
+use backend_api::close::{self, Linger, LingerStep, Queued};
 use backend_api::listener::{is_accept_exhaustion, is_accept_transient, prepare_accepted};
 use backend_api::{
     syscall, AnySession, Backend, Flow, Limits, OutBuf, Session, ShardContext, ShardStats,
@@ -279,11 +279,23 @@ impl Shard {
         match conn.phase {
             Phase::Flushing { eof: true } if conn.out.is_empty() => Fate::Close,
             Phase::Flushing { eof: false } if conn.out.is_empty() => {
-                // Everything answered: FIN after the last response, then linger.
+                // Everything answered. Nothing more queued: close now (a FIN). Else FIN
+                // after the last response, then linger.
+                let queued = close::discard_queued(conn.fd.as_fd(), &mut self.buf);
+                self.stats.reads += 1;
+                let n = match queued {
+                    Ok(Queued::Discarded(n)) => n,
+                    Ok(Queued::Nothing | Queued::Eof) | Err(_) => return Fate::Close,
+                };
+                self.stats.bytes_in += n as u64;
                 if close::shutdown_write(conn.fd.as_fd()).is_err() {
                     return Fate::Close;
                 }
-                conn.phase = Phase::Lingering(Linger::start(now));
+                let mut linger = Linger::start(now);
+                if linger.on_read(n, now) == LingerStep::Close {
+                    return Fate::Close;
+                }
+                conn.phase = Phase::Lingering(linger);
                 Fate::Keep
             }
             _ => Fate::Keep,

@@ -2,8 +2,9 @@
 //! shared session layer, a thread-local read buffer, per-connection counters.
 //!
 //! A connection ends by the shared close policy ([`backend_api::close`]): after the peer's
-//! EOF it closes once flushed; after the session's `Flow::Close` it flushes, shuts down
-//! its write side and lingers (a tokio timer bounds the wait by the linger deadline).
+//! EOF it closes once flushed; after the session's `Flow::Close` it flushes and, if input
+//! is still queued, shuts down its write side and lingers (a tokio timer bounds the wait by
+//! the linger deadline).
 //!
 //! Both tokio backends run exactly this task; only the runtime around it differs, so the
 //! pair measures the layout (work stealing versus thread per core) and nothing else.
@@ -14,7 +15,7 @@ use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use backend_api::close::{self, Linger, LingerStep};
+use backend_api::close::{self, Linger, LingerStep, Queued};
 use backend_api::{AnySession, Flow, Limits, OutBuf, Session, ShardStats};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -189,13 +190,31 @@ pub(crate) async fn serve(
     }
 }
 
-/// Steps 2-3 of the close policy ([`backend_api::close`]): FIN after the last response,
-/// then discard input until EOF, the deadline or the budget. Dropping the stream closes.
+/// Steps 2-3 of the close policy ([`backend_api::close`]) when input is still queued: FIN
+/// after the last response, then discard input until EOF, the deadline or the budget.
+/// Dropping the stream closes.
 async fn linger(stream: &TcpStream, size: usize, tally: &mut Tally) {
+    // Nothing more queued: close now (a FIN follows the output).
+    let queued = READ_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() != size {
+            buf.resize(size, 0);
+        }
+        close::discard_queued(stream.as_fd(), &mut buf)
+    });
+    tally.reads += 1;
+    let first = match queued {
+        Ok(Queued::Discarded(n)) => n,
+        Ok(Queued::Nothing | Queued::Eof) | Err(_) => return,
+    };
+    tally.bytes_in += first as u64;
     if close::shutdown_write(stream.as_fd()).is_err() {
         return;
     }
     let mut linger = Linger::start(std::time::Instant::now());
+    if linger.on_read(first, std::time::Instant::now()) == LingerStep::Close {
+        return;
+    }
     let deadline = tokio::time::Instant::from_std(linger.deadline());
     loop {
         match tokio::time::timeout_at(deadline, stream.readable()).await {
