@@ -31,9 +31,23 @@ pub use backend_api as __api;
 
 /// Generates the conformance suite for a backend value (an expression of a type that
 /// implements `backend_api::Backend + 'static`).
+///
+/// A backend that cannot pass a case by design (not by a bug) names it with the reason:
+///
+/// ```ignore
+/// backend_conformance::suite!(backend_select::Select, except {
+///     thousand_concurrent_connections: "select(2) cannot watch descriptors >= FD_SETSIZE",
+/// });
+/// ```
+///
+/// The excluded case's test still exists, prints `EXCLUDED: <case>: <reason>` past the
+/// output capture and passes; a test checks that every excluded name is a real case.
 #[macro_export]
 macro_rules! suite {
     ($backend:expr) => {
+        $crate::suite!($backend, except {});
+    };
+    ($backend:expr, except { $($excluded:ident : $reason:expr),* $(,)? }) => {
         #[allow(non_snake_case)]
         mod conformance {
             #[allow(unused_imports)]
@@ -47,7 +61,15 @@ macro_rules! suite {
                 $crate::child::ChildSpec::new(module_path!())
             }
 
+            /// Cases this backend cannot pass by design, with the reason.
+            const EXCLUDED: &[(&str, &str)] = &[$((stringify!($excluded), $reason)),*];
+
             $crate::__for_each_case!(__cases);
+
+            #[test]
+            fn excluded_cases_exist() {
+                $crate::check_excluded(EXCLUDED);
+            }
 
             /// Not a case: the entry point of the child server that the process-level
             /// cases start. Does nothing unless the parent test set it up.
@@ -66,10 +88,44 @@ macro_rules! __cases {
         $(
             #[test]
             fn $case() {
+                if $crate::is_excluded(EXCLUDED, stringify!($case)) {
+                    return;
+                }
                 $crate::cases::$case(backend(), &child());
             }
         )*
     };
+}
+
+/// True (after saying so where the CI log shows it) when `case` is in `excluded`.
+#[doc(hidden)]
+pub fn is_excluded(excluded: &[(&str, &str)], case: &str) -> bool {
+    match excluded.iter().find(|(name, _)| *name == case) {
+        Some((_, reason)) => {
+            // Straight to stderr, past libtest's capture, like a skip.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("EXCLUDED: {case}: {reason}\n").as_bytes(),
+            );
+            true
+        }
+        None => false,
+    }
+}
+
+/// Panics when an excluded name is not a case (a typo would silently run nothing).
+#[doc(hidden)]
+pub fn check_excluded(excluded: &[(&str, &str)]) {
+    for (name, reason) in excluded {
+        assert!(
+            CASES.contains(name),
+            "excluded case {name:?} is not a conformance case (known: {CASES:?})"
+        );
+        assert!(
+            !reason.trim().is_empty(),
+            "excluded case {name:?} needs a reason"
+        );
+    }
 }
 
 /// The one list of cases: calls `$crate::$callback!` with every case's name, in order.

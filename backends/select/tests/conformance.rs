@@ -1,18 +1,25 @@
-//! The shared conformance suite, run against select: every case but one, through the
-//! suite's own case macro.
+//! The shared conformance suite, run against select, and the one case select cannot pass
+//! by design in its place.
 //!
-//! `thousand_concurrent_connections` cannot pass by design: it runs its 1000 clients in
-//! this process beside the server, so the server's side of them gets descriptors up to
-//! about 2000, past `FD_SETSIZE`, which no `fd_set` can hold. Its place is taken by
-//! `thousand_concurrent_connections_meet_fd_setsize`, which checks what select does
-//! instead: serve every connection whose descriptor fits and refuse (and count) the rest.
-//! The suite has no way yet for a backend to declare such a limit; until it has, this list
-//! must follow `backend_conformance::suite!`'s.
+//! `thousand_concurrent_connections` runs its 1000 clients in this process beside the
+//! server, so the server's side of them gets descriptors up to about 2000, past
+//! `FD_SETSIZE`, which no `fd_set` can hold. `suite!` runs it as excluded, with that reason;
+//! `thousand_concurrent_connections_meet_fd_setsize` checks what select does instead:
+//! serve every connection whose descriptor fits and refuse (and count) the rest.
 
 mod util;
 
-#[allow(non_snake_case)]
-mod conformance {
+backend_conformance::suite!(
+    backend_select::Select,
+    except {
+        thousand_concurrent_connections:
+            "select(2) cannot watch descriptors at or above FD_SETSIZE (1024), and the case's \
+         clients share the server's process, so its server sockets reach ~2000; \
+         thousand_concurrent_connections_meet_fd_setsize runs instead",
+    }
+);
+
+mod fd_setsize {
     use std::io::{Read, Write};
     use std::net::TcpStream;
     use std::os::fd::AsRawFd;
@@ -24,31 +31,6 @@ mod conformance {
 
     fn backend() -> Arc<dyn Backend> {
         Arc::new(Select)
-    }
-
-    fn child() -> backend_conformance::child::ChildSpec {
-        backend_conformance::child::ChildSpec::new(module_path!())
-    }
-
-    backend_conformance::__cases!(
-        echo_integrity_1b_to_4mib,
-        http_64_pipelined_in_one_write,
-        http_one_byte_at_a_time,
-        http_connection_close_and_http10,
-        http_malformed_400_and_oversized_431,
-        client_reset_mid_response_harms_no_one,
-        slow_reader_backpressure_bounds_memory,
-        half_close_gets_full_echo_then_eof,
-        two_shards_both_accept,
-        stop_is_prompt_and_leaks_no_fd,
-        emfile_does_not_spin_and_recovers,
-    );
-
-    /// Not a case: the entry point of the child server that the process-level cases
-    /// start. Does nothing unless the parent test set it up.
-    #[test]
-    fn child_server_entry() {
-        backend_conformance::child::child_main(backend());
     }
 
     /// In place of the suite's `thousand_concurrent_connections`, which cannot pass by
