@@ -2,12 +2,12 @@
 # Installs what ringside uses beyond the Rust toolchain, from Debian's packages:
 #   apache2-utils (ab) and wrk   external load generators used to validate `harness load`
 #   nginx-light                  an external server to compare backends against
-#   linux-perf                   `perf stat -e raw_syscalls:sys_enter` for syscall counts
-# Usage: scripts/install-deps.sh [--ci]   (--ci: skip what tests do not need)
+#   linux-perf                   syscall counts, and `harness profile` (its test runs in CI)
+# Usage: scripts/install-deps.sh [--ci]   (--ci: only what tests need)
 set -euo pipefail
 pkgs=(apache2-utils wrk nginx-light linux-perf)
 if [[ "${1:-}" == "--ci" ]]; then
-  pkgs=()
+  pkgs=(linux-perf)
 fi
 command -v rustfmt >/dev/null || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

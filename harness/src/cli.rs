@@ -33,6 +33,9 @@ pub enum Command {
     Plot(crate::plot::PlotArgs),
     /// Print a results file as a markdown write-up or as CSV (one row per cell).
     Report(crate::report::ReportArgs),
+    /// Where each backend's CPU time goes at a fixed offered load: perf samples of the
+    /// server, flamegraphs, and µs per request by category (TCP, epoll, io_uring, …).
+    Profile(crate::profile::ProfileArgs),
 }
 
 impl Cli {
@@ -46,6 +49,7 @@ impl Cli {
             Command::Load(args) => crate::load::run(args),
             Command::Plot(args) => crate::plot::run(args),
             Command::Report(args) => crate::report::run(args),
+            Command::Profile(args) => crate::profile::run(args),
         }
     }
 }
