@@ -224,3 +224,66 @@ fn a_real_profile_writes_its_breakdown_and_flamegraphs() {
         "{md}"
     );
 }
+
+fn suite(dir: &Path, body: &str) -> PathBuf {
+    let p = dir.join("suite.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+#[test]
+fn compare_profile_refuses_a_suite_without_a_fixed_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = suite(
+        dir.path(),
+        "name = \"closed\"\nrepeats = 1\nduration = 0.2\nwarmup = 0.1\n\n[[block]]\ngroup = \"http\"\nworkload = \"http\"\nconnections = 4\n",
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.args(["compare", "--backends", "epoll-et", "--no-plots", "--suite"])
+        .arg(&s)
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--profile")
+        .arg(dir.path().join("profiles"));
+    let (ok, out) = run_bounded(cmd, Duration::from_secs(60));
+    assert!(!ok, "{out}");
+    assert!(out.contains("--profile needs a fixed-rate cell"), "{out}");
+    // Refused before any cell ran: no results file.
+    let json = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .count();
+    assert_eq!(json, 0, "{out}");
+}
+
+#[test]
+fn compare_profile_profiles_the_fixed_rate_shapes() {
+    if let Err(why) = perf::check() {
+        eprintln!("skipping compare --profile: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = suite(
+        dir.path(),
+        "name = \"open\"\nrepeats = 1\nduration = 0.5\nwarmup = 0.2\n\n[[block]]\ngroup = \"http-open\"\nworkload = \"http\"\nconnections = 8\nrate = 1000\n",
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.args(["compare", "--backends", "epoll-et", "--no-plots", "--suite"])
+        .arg(&s)
+        .arg("--out")
+        .arg(dir.path())
+        .arg("--profile")
+        .arg(dir.path().join("profiles"));
+    let (ok, out) = run_bounded(cmd, Duration::from_secs(180));
+    assert!(ok, "{out}");
+    let shape = dir.path().join("profiles/http-c8-d1-1000rps");
+    let report: ProfileReport =
+        serde_json::from_str(&std::fs::read_to_string(shape.join("profile.json")).unwrap())
+            .unwrap();
+    assert_eq!(report.backends.len(), 1);
+    assert_eq!(report.backends[0].backend, "epoll-et");
+    assert!(report.backends[0].samples > 0);
+    assert!((report.shape.rate - 1000.0).abs() < 1e-9);
+    assert!(shape.join("epoll-et.svg").is_file() && shape.join("profile-categories.png").is_file());
+}

@@ -318,15 +318,12 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     for f in &written.files {
         println!("{}", f.display());
     }
-    let flagged: Vec<&BackendProfile> = report
-        .backends
-        .iter()
-        .filter(|b| !b.flags.is_empty())
-        .collect();
-    for b in &flagged {
-        for f in &b.flags {
-            eprintln!("warning: {}: {f}", b.backend);
-        }
+    let flags: usize = report.backends.iter().map(|b| b.flags.len()).sum();
+    if flags > 0 {
+        eprintln!(
+            "warning: {flags} flags (rate not met, ledger mismatch, …): see Flags in {}",
+            args.out.join("profile.md").display()
+        );
     }
     Ok(())
 }

@@ -259,6 +259,10 @@ pub fn markdown(report: &ProfileReport, table: &Table) -> String {
     row("achieved req/s (profiled)", &|b| {
         format!("{:.0}", b.profiled.achieved_rate)
     });
+    s.push_str("\nServer threads at the end of the profiled run, all sampled (io_uring's iou-wrk and iou-sqp threads are among them when the kernel started any):\n\n");
+    for b in &report.backends {
+        let _ = writeln!(s, "- {}: {}", b.backend, b.threads.join(", "));
+    }
     let flagged: Vec<&BackendProfile> = report
         .backends
         .iter()

@@ -296,13 +296,14 @@ pub fn drive_backend(perf: &Perf, job: &Job<'_>) -> anyhow::Result<Driven> {
         .stop(STOP_TIMEOUT)
         .with_context(|| format!("stopping {}: {tail}", job.backend))?;
     let (r1, s1, e1) = profiled?;
+    let data = data.context("perf record")?;
     if !perf_alive {
         bail!(
-            "perf record exited during the run: {:#}",
-            data.err().unwrap_or_else(|| anyhow::anyhow!("no message"))
+            "perf record exited before the profiled run ended; its samples in {} miss the end \
+             of the window",
+            data.display()
         );
     }
-    data?;
     let mut all_flags = flags(&r0, job.shape, "unprofiled");
     all_flags.extend(flags(&r1, job.shape, "profiled"));
     Ok(Driven {
