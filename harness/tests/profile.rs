@@ -287,3 +287,40 @@ fn compare_profile_profiles_the_fixed_rate_shapes() {
     assert!((report.shape.rate - 1000.0).abs() < 1e-9);
     assert!(shape.join("epoll-et.svg").is_file() && shape.join("profile-categories.png").is_file());
 }
+
+#[test]
+fn a_rate_the_server_cannot_keep_is_flagged() {
+    if let Err(why) = perf::check() {
+        eprintln!("skipping the saturated profile: {why}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.args([
+        "profile",
+        "--backend",
+        "epoll-et",
+        "--rate",
+        "1000000",
+        "--connections",
+        "4",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.2",
+        "--out",
+    ])
+    .arg(dir.path());
+    let (ok, out) = run_bounded(cmd, Duration::from_secs(120));
+    assert!(ok, "{out}");
+    let report: ProfileReport =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("profile.json")).unwrap())
+            .unwrap();
+    let flags = &report.backends[0].flags;
+    assert!(
+        flags.iter().any(|f| f.contains("rate_not_met")),
+        "a million requests/s on 4 connections cannot be met here: {flags:?}"
+    );
+    let md = std::fs::read_to_string(dir.path().join("profile.md")).unwrap();
+    assert!(md.contains("rate_not_met"), "{md}");
+}

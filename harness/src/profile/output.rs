@@ -252,9 +252,10 @@ pub fn markdown(report: &ProfileReport, table: &Table) -> String {
     row("samples × period ÷ requests (profiled)", &|b| {
         format!("{:.2}", b.sampled_us_per_req)
     });
-    row("perf overhead", &|b| {
-        format!("{:+.1}%", b.perf_overhead * 100.0)
-    });
+    row(
+        "profiled vs unprofiled on-CPU (perf overhead + run-to-run noise)",
+        &|b| format!("{:+.1}%", b.perf_overhead * 100.0),
+    );
     row("samples", &|b| b.samples.to_string());
     row("achieved req/s (profiled)", &|b| {
         format!("{:.0}", b.profiled.achieved_rate)

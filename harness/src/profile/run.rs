@@ -24,8 +24,6 @@ use crate::load::{LoadConfig, LoadReport, WindowObserver, Workload};
 
 /// How long a server may take to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
-/// A run whose completed rate falls this far below the target is flagged as saturated.
-pub const RATE_SHORTFALL: f64 = 0.95;
 
 /// The offered load and layout, the same for every backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -247,24 +245,15 @@ fn window(report: &LoadReport, s: &Edge, e: &Edge) -> WindowCost {
     }
 }
 
-fn flags(report: &LoadReport, shape: &LoadShape, what: &str) -> Vec<String> {
+/// The load generator's doubts about a run (`rate_not_met` below 99% of the target,
+/// `schedule_lag`, `client_bound`, …), and client-side errors.
+fn flags(report: &LoadReport, what: &str) -> Vec<String> {
     let mut out: Vec<String> = report
         .flags
         .iter()
         .map(|f| format!("{what}: {}: {}", f.code, f.message))
         .collect();
-    let achieved = report
-        .schedule
-        .as_ref()
-        .map_or(report.throughput.requests_per_s, |c| c.achieved_rate);
-    if achieved < shape.rate * RATE_SHORTFALL && !report.has_flag("rate_not_met") {
-        out.push(format!(
-            "{what}: rate_not_met: {achieved:.0} of {:.0} req/s completed: the server (or the \
-             client) is saturated at this rate; profile at a lower --rate",
-            shape.rate
-        ));
-    }
-    if report.errors_total > 0 {
+    if report.errors_total > 0 && !report.has_flag("errors") {
         out.push(format!(
             "{what}: errors: {} client-side errors",
             report.errors_total
@@ -304,8 +293,8 @@ pub fn drive_backend(perf: &Perf, job: &Job<'_>) -> anyhow::Result<Driven> {
             data.display()
         );
     }
-    let mut all_flags = flags(&r0, job.shape, "unprofiled");
-    all_flags.extend(flags(&r1, job.shape, "profiled"));
+    let mut all_flags = flags(&r0, "unprofiled");
+    all_flags.extend(flags(&r1, "profiled"));
     Ok(Driven {
         baseline: window(&r0, &s0, &e0),
         profiled: window(&r1, &s1, &e1),
