@@ -2,13 +2,13 @@
 # Installs what ringside uses beyond the Rust toolchain, from Debian's packages:
 #   apache2-utils (ab) and wrk   external load generators used to validate `harness load`
 #   nginx-light                  an external server to compare backends against
-#   linux-perf                   `perf stat -e raw_syscalls:sys_enter` for syscall counts
+#   linux-perf                   syscall counts, and `harness profile` (its test runs in CI)
 #   chromium                     headless browser the HTML report's test renders it in
 # Usage: scripts/install-deps.sh [--ci]   (--ci: only what the tests need)
 set -euo pipefail
 pkgs=(apache2-utils wrk nginx-light linux-perf chromium)
 if [[ "${1:-}" == "--ci" ]]; then
-  pkgs=(chromium)
+  pkgs=(linux-perf chromium)
 fi
 command -v rustfmt >/dev/null || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

@@ -56,6 +56,9 @@ pub enum Command {
         /// A subcommand, for its own page (harness-load(1)).
         command: Option<String>,
     },
+    /// Where each backend's CPU time goes at a fixed offered load: perf samples of the
+    /// server, flamegraphs, and µs per request by category (TCP, epoll, io_uring, …).
+    Profile(crate::profile::ProfileArgs),
 }
 
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -117,6 +120,7 @@ impl Cli {
                 Ok(())
             }
             Command::Man { command } => man(command.as_deref(), &mut std::io::stdout().lock()),
+            Command::Profile(args) => crate::profile::run(args),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod faulty;
 pub mod load;
 pub mod memcpy;
 pub mod plot;
+pub mod profile;
 pub mod registry;
 pub mod report;
 pub mod results;

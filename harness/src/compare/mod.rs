@@ -75,6 +75,10 @@ pub struct CompareArgs {
     /// is ranked by where malloc happened to put its buffers; the manifest records it.
     #[arg(long)]
     pub keep_libc_memcpy: bool,
+    /// After the cells, profile every backend at each fixed-rate shape of the suite with
+    /// perf (see `harness profile`), into DIR/<shape>/.
+    #[arg(long, value_name = "DIR")]
+    pub profile: Option<PathBuf>,
     /// Seconds a server may take to print READY before its cell is marked failed.
     #[arg(
         long,
@@ -86,7 +90,7 @@ pub struct CompareArgs {
 }
 
 /// Probes the libc copy slowdown and decides the servers' extra environment.
-fn memcpy_policy(keep: bool) -> (crate::results::MemcpyCheck, Vec<(String, String)>) {
+pub(crate) fn memcpy_policy(keep: bool) -> (crate::results::MemcpyCheck, Vec<(String, String)>) {
     let probe = crate::memcpy::probe();
     let current = std::env::var("GLIBC_TUNABLES").ok();
     let fix = if probe.significant() && !keep {
@@ -243,6 +247,15 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         }
     }
     crate::rlimit::raise_nofile_to_hard();
+    let profile_plan = match &args.profile {
+        Some(dir) => Some(crate::profile::plan_for_compare(
+            &cells,
+            &server_cores,
+            &client_cores,
+            dir,
+        )?),
+        None => None,
+    };
 
     let planned: usize = cells
         .iter()
@@ -379,6 +392,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     summary::print(&results, &mut std::io::stdout().lock())?;
     if !args.no_plots && !results.cells.is_empty() {
         render_plots(&results, &path);
+    }
+    if let (Some(plan), false) = (&profile_plan, was_interrupted) {
+        crate::profile::after_compare(plan, &backends, &server_env)?;
     }
     if was_interrupted {
         bail!(

@@ -17,6 +17,7 @@ mod figure;
 mod font;
 mod idle;
 mod latency;
+pub mod profile;
 pub mod style;
 mod text;
 mod throughput;
@@ -335,6 +336,11 @@ pub fn png_bytes(fig: &Figure, footer: &str, w: u32, h: u32) -> anyhow::Result<V
         root.present()
             .map_err(|e| anyhow!("finishing {}.png: {e}", fig.name))?;
     }
+    encode_png(&rgb, w, h, &fig.name)
+}
+
+/// Encodes an RGB buffer of `w`×`h` pixels as PNG; `name` is for the error.
+pub(crate) fn encode_png(rgb: &[u8], w: u32, h: u32, name: &str) -> anyhow::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(rgb.len() / 8);
     let mut enc = png::Encoder::new(&mut out, w, h);
     enc.set_color(png::ColorType::Rgb);
@@ -342,13 +348,13 @@ pub fn png_bytes(fig: &Figure, footer: &str, w: u32, h: u32) -> anyhow::Result<V
     enc.set_compression(png::Compression::Fast);
     let mut writer = enc
         .write_header()
-        .with_context(|| format!("encoding {}.png", fig.name))?;
+        .with_context(|| format!("encoding {name}.png"))?;
     writer
-        .write_image_data(&rgb)
-        .with_context(|| format!("encoding {}.png", fig.name))?;
+        .write_image_data(rgb)
+        .with_context(|| format!("encoding {name}.png"))?;
     writer
         .finish()
-        .with_context(|| format!("encoding {}.png", fig.name))?;
+        .with_context(|| format!("encoding {name}.png"))?;
     Ok(out)
 }
 
