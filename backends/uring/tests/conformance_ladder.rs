@@ -41,35 +41,14 @@ ladder! {
 /// fill up to RLIMIT_NOFILE) cannot observe its limit; at its table limit it pauses like
 /// EMFILE (`ENFILE` from auto-allocation). Every other case runs.
 mod step9 {
-    fn backend() -> std::sync::Arc<dyn backend_api::Backend> {
-        std::sync::Arc::new(backend_uring::Tuned::new(
-            backend_uring::Features::ladder()[9],
-        ))
-    }
-
-    fn child() -> backend_conformance::child::ChildSpec {
-        backend_conformance::child::ChildSpec::new(module_path!())
-    }
-
-    backend_conformance::__cases!(
-        echo_integrity_1b_to_4mib,
-        thousand_concurrent_connections,
-        http_64_pipelined_in_one_write,
-        http_one_byte_at_a_time,
-        http_connection_close_and_http10,
-        http_malformed_400_and_oversized_431,
-        client_reset_mid_response_harms_no_one,
-        slow_reader_backpressure_bounds_memory,
-        half_close_gets_full_echo_then_eof,
-        two_shards_both_accept,
-        stop_is_prompt_and_leaks_no_fd,
+    backend_conformance::suite!(
+        backend_uring::Tuned::new(backend_uring::Features::ladder()[9]),
+        except {
+            emfile_does_not_spin_and_recovers:
+                "fixed descriptors live in the ring's file table, not the process's: the \
+                 case cannot fill RLIMIT_NOFILE through this backend's sockets",
+        }
     );
-
-    /// The child server of the process-level cases.
-    #[test]
-    fn child_server_entry() {
-        backend_conformance::child::child_main(backend());
-    }
 }
 
 mod coop {
