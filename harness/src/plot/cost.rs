@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use super::axis::{Axis, Unit};
 use super::common::{bar_values, category_bars, category_labels, short_shape_in, standard_keys};
-use super::data::{
+use super::figure::{ChartKind, Figure, KeyItem, Panel, Segment};
+use crate::analysis::{
     cpu_sys, cpu_total, cpu_user, ctx_switches, describe_repeats, describe_timing, syscalls, Index,
     Shape,
 };
-use super::figure::{ChartKind, Figure, KeyItem, Panel, Segment};
 use crate::results::WorkloadKind;
 
 /// Closed-loop shapes by kind, each kind's shapes sorted, at the run's core layout when

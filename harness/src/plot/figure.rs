@@ -73,7 +73,7 @@ pub struct Figure {
     /// Caveats: cells left out, measurements absent.
     pub notes: Vec<String>,
     /// Workload shapes the chart draws from (the report links charts to its tables).
-    pub(crate) shapes: Vec<super::data::Shape>,
+    pub(crate) shapes: Vec<crate::analysis::Shape>,
 }
 
 /// One set of axes.

@@ -9,11 +9,11 @@ use super::axis::{fmt_si, Axis, Unit};
 use super::common::{
     cores_phrase, cores_slug, line_values, shape_slug, standard_keys, sweep_lines, CLIENT_BOUND_KEY,
 };
-use super::data::{
+use super::figure::{ChartKind, Figure, KeyItem, Line, Markers, Panel, Point};
+use crate::analysis::{
     connections, describe_repeats, describe_timing, describe_workload, merged_histogram, p50, p99,
     Index, Shape, Which,
 };
-use super::figure::{ChartKind, Figure, KeyItem, Line, Markers, Panel, Point};
 use crate::results::WorkloadKind;
 
 /// Spectrum resolution: points per nine.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::plot::data::{is_ok, status_reason, status_word};
+use crate::analysis::{is_ok, status_reason, status_word};
 use crate::results::{Cell, Percentiles, ResultsFile};
 
 const COLUMNS: &[&str] = &[
