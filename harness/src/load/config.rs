@@ -1,14 +1,13 @@
 //! What a load run does: [`LoadConfig`], its defaults per workload, and the caps that turn
 //! absurd input into an error naming the flag.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::LoadError;
+use super::workloads::Connect;
+use super::{LoadError, Workload};
 
 /// Most active connections (or churn slots) one run opens.
 pub const MAX_CONNECTIONS: usize = 1_000_000;
@@ -26,100 +25,6 @@ pub const MAX_RATE: f64 = 20_000_000.0;
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Longest warmup.
 pub const MAX_WARMUP: Duration = Duration::from_secs(3600);
-
-/// The traffic a run generates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Workload {
-    /// Messages of `size` bytes echoed back, every byte verified.
-    Echo,
-    /// HTTP/1.1 GET on keep-alive connections, `depth` pipelined.
-    Http,
-    /// One connection per request: connect, GET with `Connection: close`, read to EOF, close.
-    Churn,
-    /// Bulk full-duplex transfer through an echo server, every byte verified.
-    Stream,
-    /// `idle` connections held open while `connections` active echo connections run.
-    Idle,
-}
-
-impl Workload {
-    /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 5] = [
-        Workload::Echo,
-        Workload::Http,
-        Workload::Churn,
-        Workload::Stream,
-        Workload::Idle,
-    ];
-
-    /// The name used on the command line and in results.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Workload::Echo => "echo",
-            Workload::Http => "http",
-            Workload::Churn => "churn",
-            Workload::Stream => "stream",
-            Workload::Idle => "idle",
-        }
-    }
-
-    /// The server-side service this workload needs (`echo` or `http`).
-    pub fn service(self) -> backend_api::Service {
-        match self {
-            Workload::Http | Workload::Churn => backend_api::Service::Http,
-            Workload::Echo | Workload::Stream | Workload::Idle => backend_api::Service::Echo,
-        }
-    }
-
-    /// True when `--size` means something for this workload.
-    pub fn uses_size(self) -> bool {
-        matches!(self, Workload::Echo | Workload::Stream | Workload::Idle)
-    }
-
-    /// Default `--connections`.
-    pub fn default_connections(self) -> usize {
-        match self {
-            Workload::Stream => 4,
-            Workload::Churn => 50,
-            _ => 64,
-        }
-    }
-
-    /// Default `--depth`.
-    pub fn default_depth(self) -> usize {
-        match self {
-            Workload::Stream => 8,
-            _ => 1,
-        }
-    }
-
-    /// Default `--size`.
-    pub fn default_size(self) -> usize {
-        match self {
-            Workload::Stream => 64 * 1024,
-            _ => 64,
-        }
-    }
-}
-
-impl fmt::Display for Workload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Workload {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Workload::ALL
-            .into_iter()
-            .find(|w| w.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown workload '{s}'; valid workloads: echo, http, churn, stream, idle")
-            })
-    }
-}
 
 /// Everything one load run needs. Build with [`LoadConfig::new`] and adjust fields;
 /// [`crate::load::run_load`] validates it first.
@@ -166,19 +71,20 @@ impl LoadConfig {
         let cores = backend_api::runner::usable_cores()
             .last()
             .map_or_else(Vec::new, |&c| vec![c]);
+        let defaults = workload.facts().defaults;
         LoadConfig {
             target,
             host: target.to_string(),
             path: "/".to_string(),
             workload,
-            connections: workload.default_connections(),
-            depth: workload.default_depth(),
-            size: workload.default_size(),
+            connections: defaults.connections,
+            depth: defaults.depth,
+            size: defaults.size,
             rate: None,
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             cores,
-            idle: if workload == Workload::Idle { 1000 } else { 0 },
+            idle: defaults.idle,
             requests: None,
             connect_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(2),
@@ -216,14 +122,16 @@ impl LoadConfig {
                 self.depth
             ));
         }
-        if self.workload == Workload::Churn && self.depth != 1 {
+        let facts = self.workload.facts();
+        let w = self.workload;
+        if facts.connect == Connect::PerRequest && self.depth != 1 {
             return bad(format!(
-                "--depth {}: churn sends exactly one request per connection; use --depth 1 \
+                "--depth {}: {w} sends exactly one request per connection; use --depth 1 \
                  (or --connections for concurrency)",
                 self.depth
             ));
         }
-        if self.workload.uses_size() {
+        if facts.sized {
             if self.size == 0 {
                 return bad("--size 0: messages need at least 1 byte".into());
             }
@@ -255,11 +163,10 @@ impl LoadConfig {
                     "--rate {rate} is beyond the cap of {MAX_RATE} requests/s"
                 ));
             }
-            if self.workload == Workload::Stream {
-                return bad(
-                    "--rate does not apply to --workload stream (a bulk transfer runs flat out)"
-                        .into(),
-                );
+            if !facts.paced {
+                return bad(format!(
+                    "--rate does not apply to --workload {w} (it runs flat out for --duration)"
+                ));
             }
         }
         if self.duration.is_zero() {
@@ -279,7 +186,7 @@ impl LoadConfig {
                 MAX_WARMUP.as_secs()
             ));
         }
-        if self.workload == Workload::Idle {
+        if facts.holds_idle {
             if self.idle > MAX_IDLE {
                 return bad(format!(
                     "--idle {} is beyond the cap of {MAX_IDLE}",
@@ -288,14 +195,15 @@ impl LoadConfig {
             }
         } else if self.idle > 0 {
             return bad(format!(
-                "--idle {} applies only to --workload idle",
-                self.idle
+                "--idle {} applies only to --workload {}",
+                self.idle,
+                names_where(|f| f.holds_idle)
             ));
         }
-        if self.requests.is_some() && self.workload == Workload::Stream {
-            return bad(
-                "--requests does not apply to --workload stream; bound it with --duration".into(),
-            );
+        if self.requests.is_some() && !facts.paced {
+            return bad(format!(
+                "--requests does not apply to --workload {w}; bound it with --duration"
+            ));
         }
         if self.requests == Some(0) {
             return bad("--requests 0: give a cap above 0, or omit it".into());
@@ -325,6 +233,20 @@ impl LoadConfig {
     }
 }
 
+/// The workloads whose facts pass `keep`, as "a, b or c".
+pub(super) fn names_where(keep: impl Fn(&super::workloads::Facts) -> bool) -> String {
+    let names: Vec<&str> = Workload::all()
+        .iter()
+        .filter(|w| keep(w.facts()))
+        .map(|w| w.as_str())
+        .collect();
+    match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => "none".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,7 +259,7 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        for w in Workload::ALL {
+        for &w in Workload::all() {
             cfg(w).validate().unwrap();
         }
     }

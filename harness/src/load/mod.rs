@@ -23,10 +23,11 @@ mod engine;
 mod error;
 mod histogram;
 mod json;
+mod merge;
 mod report;
 mod sys;
 mod worker;
-mod workloads;
+pub mod workloads;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -37,8 +38,8 @@ use clap::Args;
 
 pub use backend_api::StopSignal;
 pub use config::{
-    LoadConfig, Workload, MAX_CONNECTIONS, MAX_DEPTH, MAX_DURATION, MAX_IDLE, MAX_INFLIGHT_BYTES,
-    MAX_RATE, MAX_SIZE, MAX_WARMUP,
+    LoadConfig, MAX_CONNECTIONS, MAX_DEPTH, MAX_DURATION, MAX_IDLE, MAX_INFLIGHT_BYTES, MAX_RATE,
+    MAX_SIZE, MAX_WARMUP,
 };
 pub use engine::{run_load, run_load_observed, run_load_until, WindowObserver, ENGINE};
 pub use error::{errno_name, ClientError, LoadError};
@@ -48,6 +49,7 @@ pub use report::{
     ClientCost, ConnectionCounts, Flag, IdleReport, LoadReport, ReportConfig, RequestCounts,
     ScheduleCheck, ThreadReport, Throughput, WireTotals, CLIENT_BOUND_BUSY, SCHEMA_VERSION,
 };
+pub use workloads::Workload;
 
 /// Options of `harness load`.
 #[derive(Debug, Args)]
@@ -55,8 +57,8 @@ pub struct LoadArgs {
     /// Server to load: IP:PORT or HOST:PORT.
     #[arg(long)]
     pub target: String,
-    /// Traffic: echo, http, churn, stream or idle.
-    #[arg(long)]
+    /// Traffic.
+    #[arg(long, value_enum)]
     pub workload: Workload,
     /// Active connections (churn: concurrent connection slots) [default: 64; stream 4;
     /// churn 50].
@@ -146,7 +148,8 @@ impl LoadArgs {
         if let Some(s) = self.size {
             anyhow::ensure!(
                 w.uses_size(),
-                "--size applies to --workload echo, stream and idle, not {w}"
+                "--size applies to --workload {}, not {w}",
+                config::names_where(|f| f.sized)
             );
             cfg.size = s;
         }
