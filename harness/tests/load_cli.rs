@@ -200,8 +200,8 @@ fn json_report_has_the_schema_and_mergeable_histograms() {
 fn a_stop_signal_ends_a_long_run_early_with_a_report() {
     let server = start(epoll_lt(), Service::Echo);
     let mut cfg = config(&server, Workload::Echo);
-    cfg.duration = Duration::from_secs(60);
-    cfg.warmup = Duration::from_millis(100);
+    cfg.workload.duration = Duration::from_secs(60);
+    cfg.workload.warmup = Duration::from_millis(100);
     let stop_signal = StopSignal::new().unwrap();
     let s2 = stop_signal.clone();
     std::thread::spawn(move || {

@@ -27,14 +27,14 @@ impl Shape {
         let w = &cell.workload;
         Shape {
             kind: w.kind,
-            size: w.size,
-            depth: w.depth,
-            connections: w.connections,
+            size: w.size as u32,
+            depth: w.depth as u32,
+            connections: w.connections as u32,
             rate_milli: w
                 .rate
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .map(|r| (r * 1000.0).round() as u64),
-            idle: w.idle.unwrap_or(0),
+            idle: w.idle as u32,
             server_cores: cell.server_cores.len(),
             client_cores: cell.client_cores.len(),
         }

@@ -65,7 +65,7 @@ pub(crate) fn sock_mem_per_conn_kib(cell: &Cell) -> Option<f64> {
 /// allocations.
 pub(crate) fn slab_per_conn_kib(cell: &Cell) -> Option<f64> {
     let bytes = cell.server.as_ref()?.kernel_slab_bytes? as f64;
-    let conns = u64::from(cell.workload.connections) + u64::from(cell.workload.idle.unwrap_or(0));
+    let conns = cell.workload.total_connections();
     if conns < SLAB_MIN_CONNECTIONS {
         return None;
     }
@@ -77,7 +77,7 @@ pub(crate) fn slab_per_conn_kib(cell: &Cell) -> Option<f64> {
 pub(crate) const SLAB_MIN_CONNECTIONS: u64 = 1000;
 
 fn per_open_conn_kib(cell: &Cell, bytes: f64) -> Option<f64> {
-    let conns = f64::from(cell.workload.connections) + f64::from(cell.workload.idle.unwrap_or(0));
+    let conns = cell.workload.total_connections() as f64;
     (conns > 0.0).then(|| bytes / conns / 1024.0)
 }
 

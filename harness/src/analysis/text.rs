@@ -36,21 +36,7 @@ pub(crate) fn fmt_secs(s: f64) -> String {
 
 /// What the workload does, for titles: "echo, 64 B messages, depth 1".
 pub(crate) fn describe_workload(shape: &Shape) -> String {
-    match shape.kind {
-        WorkloadKind::Echo => format!(
-            "echo, {} messages, depth {}",
-            fmt_bytes(shape.size),
-            shape.depth
-        ),
-        WorkloadKind::Http => format!("HTTP GET keep-alive, depth {}", shape.depth),
-        WorkloadKind::Churn => "churn: a new connection per request".to_string(),
-        WorkloadKind::Stream => format!("stream, {} messages both ways", fmt_bytes(shape.size)),
-        WorkloadKind::Idle => format!(
-            "idle connections held open beside active echo ({}, depth {})",
-            fmt_bytes(shape.size),
-            shape.depth
-        ),
-    }
+    (shape.kind.facts().describe)(shape.size as usize, shape.depth as usize)
 }
 
 /// How long cells of these shapes measured, from the first cell found: "10 s measured
@@ -64,8 +50,8 @@ pub(crate) fn describe_timing(index: &Index<'_>, shapes: &[Shape]) -> Option<Str
         .next()?;
     Some(format!(
         "{} measured after {} warmup",
-        fmt_secs(spec.duration_s),
-        fmt_secs(spec.warmup_s)
+        fmt_secs(spec.duration.as_secs_f64()),
+        fmt_secs(spec.warmup.as_secs_f64())
     ))
 }
 

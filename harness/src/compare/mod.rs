@@ -360,20 +360,8 @@ fn parse_workloads(list: &str) -> anyhow::Result<Vec<WorkloadKind>> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|w| {
-            [
-                WorkloadKind::Echo,
-                WorkloadKind::Http,
-                WorkloadKind::Churn,
-                WorkloadKind::Stream,
-                WorkloadKind::Idle,
-            ]
-            .into_iter()
-            .find(|k| k.as_str() == w)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown workload '{w}' in --workloads; valid: echo, http, churn, stream, idle"
-                )
-            })
+            w.parse::<WorkloadKind>()
+                .map_err(|e| anyhow::anyhow!("--workloads: {e}"))
         })
         .collect()
 }
@@ -436,7 +424,7 @@ mod tests {
         );
         let e = parse_workloads("echo,ftp").unwrap_err().to_string();
         assert!(
-            e.contains("'ftp'") && e.contains("valid: echo, http, churn, stream, idle"),
+            e.contains("'ftp'") && e.contains("valid workloads: echo, http, churn, stream, idle"),
             "{e}"
         );
     }

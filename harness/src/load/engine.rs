@@ -23,7 +23,7 @@ use super::merge::merge;
 use super::report::LoadReport;
 use super::worker::{Plan, RunShared, ThreadResult, Worker};
 use super::workloads::{Plugin, Visit};
-use super::{LoadConfig, LoadError};
+use super::{LoadConfig, LoadError, FD_MARGIN};
 
 /// The engine name recorded in every report.
 pub const ENGINE: &str = "epoll";
@@ -31,9 +31,6 @@ pub const ENGINE: &str = "epoll";
 /// Longest the preflight connection may take: an unreachable target is an error within a
 /// second, not a hang.
 const PREFLIGHT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Descriptors kept free beyond the connections: epoll, eventfds, stdio, files.
-const FD_MARGIN: u64 = 64;
 
 /// Runs `cfg` to completion (or until it fails) and reports.
 pub fn run_load(cfg: &LoadConfig) -> Result<LoadReport, LoadError> {
@@ -77,7 +74,7 @@ pub fn run_load_observed(
 
     let threads = cfg.threads();
     let nofile_limit = crate::rlimit::raise_nofile_to_hard();
-    let conns = (cfg.connections + cfg.idle) as u64;
+    let conns = (cfg.workload.connections + cfg.workload.idle) as u64;
     let needed = conns + threads as u64 + FD_MARGIN;
     if nofile_limit < needed {
         return Err(LoadError::TooFewFiles {
@@ -85,9 +82,9 @@ pub fn run_load_observed(
             limit: nofile_limit,
             what: format!(
                 "{} connections{} + {FD_MARGIN} spare",
-                cfg.connections,
-                if cfg.idle > 0 {
-                    format!(" + {} idle", cfg.idle)
+                cfg.workload.connections,
+                if cfg.workload.idle > 0 {
+                    format!(" + {} idle", cfg.workload.idle)
                 } else {
                     String::new()
                 }
@@ -96,7 +93,7 @@ pub fn run_load_observed(
     }
 
     let spread = matches!(cfg.target, std::net::SocketAddr::V4(a) if a.ip().is_loopback());
-    cfg.workload.visit(Run {
+    cfg.workload.kind.visit(Run {
         cfg,
         stop,
         observer,
@@ -224,9 +221,9 @@ impl Visit for Run<'_> {
             }
             std::thread::sleep((until - now).min(std::time::Duration::from_millis(5)));
         };
-        if wait_until(start + cfg.warmup) {
+        if wait_until(start + cfg.workload.warmup) {
             observer.window_start();
-            wait_until(start + cfg.warmup + cfg.duration);
+            wait_until(start + cfg.workload.warmup + cfg.workload.duration);
             observer.window_end();
         }
 
@@ -274,19 +271,19 @@ fn plans(cfg: &LoadConfig, threads: usize) -> Vec<Plan> {
     let mut first_conn = 0;
     (0..threads)
         .map(|t| {
-            let active = split(cfg.connections, t);
-            let share = active as f64 / cfg.connections as f64;
+            let active = split(cfg.workload.connections, t);
+            let share = active as f64 / cfg.workload.connections as f64;
             let plan = Plan {
                 thread: t,
                 threads,
                 core: cfg.cores[t],
                 active,
-                idle: split(cfg.idle, t),
+                idle: split(cfg.workload.idle, t),
                 first_conn,
-                rate: cfg.rate.map(|r| r * share),
+                rate: cfg.workload.rate.map(|r| r * share),
                 // Thread t's sends fall between thread t-1's: the merged schedule is even.
-                phase_ns: cfg.rate.map_or(0, |r| (t as f64 * 1e9 / r) as u64),
-                quota: cfg.requests.map(|q| {
+                phase_ns: cfg.workload.rate.map_or(0, |r| (t as f64 * 1e9 / r) as u64),
+                quota: cfg.workload.requests.map(|q| {
                     let q = q as usize;
                     (q / threads + usize::from(t < q % threads)) as u64
                 }),
@@ -307,9 +304,9 @@ mod tests {
     fn plans_split_everything_evenly() {
         let mut cfg = LoadConfig::new("127.0.0.1:1".parse().unwrap(), Workload::Echo);
         cfg.cores = vec![0, 1, 2];
-        cfg.connections = 10;
-        cfg.rate = Some(1000.0);
-        cfg.requests = Some(100);
+        cfg.workload.connections = 10;
+        cfg.workload.rate = Some(1000.0);
+        cfg.workload.requests = Some(100);
         let p = plans(&cfg, 3);
         assert_eq!(p.iter().map(|p| p.active).collect::<Vec<_>>(), [4, 3, 3]);
         assert_eq!(p.iter().map(|p| p.quota.unwrap()).sum::<u64>(), 100);

@@ -17,7 +17,7 @@ pub(super) fn merge(
     results: Vec<ThreadResult>,
 ) -> LoadReport {
     let open = cfg.is_open_loop();
-    let facts = cfg.workload.facts();
+    let facts = cfg.workload.kind.facts();
     let per_request = facts.connect == Connect::PerRequest;
     let mut latency = NsHistogram::new();
     let mut uncorrected = NsHistogram::new();
@@ -27,13 +27,13 @@ pub(super) fn merge(
     let mut req = RequestCounts::default();
     let mut totals = WireTotals::default();
     let mut conns = ConnectionCounts {
-        requested: (cfg.connections + cfg.idle) as u64,
+        requested: (cfg.workload.connections + cfg.workload.idle) as u64,
         establish_s,
         preflight: 1,
         ..Default::default()
     };
     let mut idle = IdleReport {
-        requested: cfg.idle as u64,
+        requested: cfg.workload.idle as u64,
         ..Default::default()
     };
     let (mut bytes_out, mut bytes_in) = (0u64, 0u64);
@@ -136,7 +136,7 @@ pub(super) fn merge(
         write: sys.write,
         connection: sys.connection,
     };
-    let schedule = cfg.rate.map(|target| {
+    let schedule = cfg.workload.rate.map(|target| {
         let l = lag.summary();
         ScheduleCheck {
             target_rate: target,
@@ -251,25 +251,25 @@ pub(super) fn merge(
         engine: ENGINE.to_string(),
         started_at_unix_s,
         config: ReportConfig {
-            workload: cfg.workload,
+            workload: cfg.workload.kind,
             mode: if open { "open" } else { "closed" }.to_string(),
             target: cfg.target,
             host: cfg.host.clone(),
             path: cfg.path.clone(),
-            connections: cfg.connections,
-            depth: cfg.depth,
-            size: if cfg.workload.uses_size() {
-                cfg.size
+            connections: cfg.workload.connections,
+            depth: cfg.workload.depth,
+            size: if cfg.workload.kind.uses_size() {
+                cfg.workload.size
             } else {
                 0
             },
-            rate: cfg.rate,
-            duration_s: cfg.duration.as_secs_f64(),
-            warmup_s: cfg.warmup.as_secs_f64(),
+            rate: cfg.workload.rate,
+            duration_s: cfg.workload.duration.as_secs_f64(),
+            warmup_s: cfg.workload.warmup.as_secs_f64(),
             cores: cfg.cores.clone(),
             threads,
-            idle: cfg.idle,
-            requests: cfg.requests,
+            idle: cfg.workload.idle,
+            requests: cfg.workload.requests,
             connect_timeout_s: cfg.connect_timeout.as_secs_f64(),
             drain_timeout_s: cfg.drain_timeout.as_secs_f64(),
             source_spread: spread,

@@ -37,13 +37,7 @@ fn by_kind(index: &Index<'_>) -> BTreeMap<WorkloadKind, Vec<Shape>> {
 }
 
 fn kind_title(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Echo => "echo",
-        WorkloadKind::Http => "HTTP GET keep-alive",
-        WorkloadKind::Churn => "churn (a new connection per request)",
-        WorkloadKind::Stream => "stream",
-        WorkloadKind::Idle => "idle sweep (active echo beside idle connections)",
-    }
+    kind.facts().title
 }
 
 fn subtitle(index: &Index<'_>, shapes: &[Shape], extra: &str) -> String {

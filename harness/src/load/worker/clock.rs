@@ -40,8 +40,8 @@ impl<P: Plugin> Worker<'_, P> {
     pub(super) fn start_clock(&mut self, start: Instant) {
         let cfg = &self.sh.cfg;
         self.epoch = start.saturating_duration_since(self.base).as_nanos() as u64;
-        self.warm_end = self.epoch + cfg.warmup.as_nanos() as u64;
-        self.end = self.warm_end + cfg.duration.as_nanos() as u64;
+        self.warm_end = self.epoch + cfg.workload.warmup.as_nanos() as u64;
+        self.end = self.warm_end + cfg.workload.duration.as_nanos() as u64;
         self.r.established_at_start = self.conns[..self.plan.active]
             .iter()
             .filter(|c| c.state == State::Open)

@@ -89,7 +89,7 @@ impl<P: Plugin> Worker<'_, P> {
             return;
         }
         if self.sending && !self.sh.work.server_closing(&c.proto) {
-            let depth = self.sh.cfg.depth;
+            let depth = self.sh.cfg.workload.depth;
             while self.conns[idx].inflight.len() < depth {
                 let Some(p) = self.take_request(idx, now) else {
                     break;

@@ -24,6 +24,8 @@ pub(crate) struct ChurnConn {
 
 impl Plugin for Churn {
     const FACTS: Facts = Facts {
+        title: "churn (a new connection per request)",
+        describe: |_, _| "churn: a new connection per request".to_string(),
         service: backend_api::Service::Http,
         connect: Connect::PerRequest,
         sending: Sending::Requests,

@@ -4,6 +4,7 @@
 //! reply that is shifted, repeated, stale or corrupted never matches.
 
 use super::{Connect, Defaults, Eof, Facts, Pattern, Plugin, Sending, PERIOD};
+use crate::analysis::fmt_bytes;
 use crate::load::error::ClientError;
 use crate::load::LoadConfig;
 
@@ -35,6 +36,8 @@ impl EchoConn {
 
 impl Plugin for Echo {
     const FACTS: Facts = Facts {
+        title: "echo",
+        describe: |size, depth| format!("echo, {} messages, depth {depth}", fmt_bytes(size as u32)),
         service: backend_api::Service::Echo,
         connect: Connect::KeepAlive,
         sending: Sending::Requests,
@@ -51,7 +54,7 @@ impl Plugin for Echo {
     type Conn = EchoConn;
 
     fn new(cfg: &LoadConfig) -> Echo {
-        Echo(Pattern::new(cfg.size, cfg.size))
+        Echo(Pattern::new(cfg.workload.size, cfg.workload.size))
     }
 
     fn conn(&self, seed: u64) -> EchoConn {
@@ -114,7 +117,7 @@ mod tests {
 
     fn echo(size: usize) -> Echo {
         let mut c = LoadConfig::new("127.0.0.1:1".parse().unwrap(), Workload::Echo);
-        c.size = size;
+        c.workload.size = size;
         Echo::new(&c)
     }
 

@@ -23,6 +23,8 @@ pub(crate) struct Http {
 
 impl Plugin for Http {
     const FACTS: Facts = Facts {
+        title: "HTTP GET keep-alive",
+        describe: |_, depth| format!("HTTP GET keep-alive, depth {depth}"),
         service: backend_api::Service::Http,
         connect: Connect::KeepAlive,
         sending: Sending::Requests,

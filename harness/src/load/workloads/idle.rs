@@ -4,6 +4,7 @@
 
 use super::echo::{Echo, EchoConn};
 use super::{Defaults, Eof, Facts, Plugin};
+use crate::analysis::fmt_bytes;
 use crate::load::error::ClientError;
 use crate::load::LoadConfig;
 
@@ -13,6 +14,13 @@ pub(crate) struct Idle(Echo);
 
 impl Plugin for Idle {
     const FACTS: Facts = Facts {
+        title: "idle sweep (active echo beside idle connections)",
+        describe: |size, depth| {
+            format!(
+                "idle connections held open beside active echo ({}, depth {depth})",
+                fmt_bytes(size as u32)
+            )
+        },
         holds_idle: true,
         defaults: Defaults {
             idle: 1000,

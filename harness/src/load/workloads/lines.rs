@@ -24,6 +24,8 @@ fn line(n: u64) -> String {
 
 impl Plugin for Lines {
     const FACTS: Facts = Facts {
+        title: "lines",
+        describe: |_, depth| format!("text lines echoed, depth {depth}"),
         service: backend_api::Service::Echo,
         connect: Connect::KeepAlive,
         sending: Sending::Requests,
@@ -105,9 +107,9 @@ mod tests {
         .unwrap();
         let mut cfg = LoadConfig::new(server.local_addr(), Workload::Lines);
         cfg.cores = vec![*cores.last().unwrap()];
-        cfg.warmup = Duration::from_millis(50);
-        cfg.duration = Duration::from_millis(300);
-        cfg.requests = Some(200);
+        cfg.workload.warmup = Duration::from_millis(50);
+        cfg.workload.duration = Duration::from_millis(300);
+        cfg.workload.requests = Some(200);
         let report = run_load(&cfg).unwrap();
         let stats = server.stop().unwrap().total;
         assert_eq!(report.errors_total, 0, "{:?}", report.errors);

@@ -171,8 +171,13 @@ pub struct Defaults {
 }
 
 /// What a workload is, as every entry point (flags, suites, results, charts) needs to know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Facts {
+    /// How charts title it: "HTTP GET keep-alive".
+    pub title: &'static str,
+    /// What a run of it does, for titles and tables, from its size and depth:
+    /// "echo, 64 B messages, depth 1".
+    pub describe: fn(size: usize, depth: usize) -> String,
     /// The server-side service it needs.
     pub service: backend_api::Service,
     /// How it uses connections.

@@ -4,6 +4,7 @@
 //! write of its last byte to the read of its last echoed byte.
 
 use super::{Connect, Defaults, Eof, Facts, Pattern, Plugin, Sending, PERIOD};
+use crate::analysis::fmt_bytes;
 use crate::load::error::ClientError;
 use crate::load::LoadConfig;
 
@@ -29,6 +30,8 @@ pub(crate) struct StreamConn {
 
 impl Plugin for Stream {
     const FACTS: Facts = Facts {
+        title: "stream",
+        describe: |size, _| format!("stream, {} messages both ways", fmt_bytes(size as u32)),
         service: backend_api::Service::Echo,
         connect: Connect::KeepAlive,
         sending: Sending::Bytes,
@@ -46,8 +49,8 @@ impl Plugin for Stream {
 
     fn new(cfg: &LoadConfig) -> Stream {
         Stream {
-            pattern: Pattern::new(cfg.size, CHUNK.max(cfg.size)),
-            window: (cfg.depth * cfg.size) as u64,
+            pattern: Pattern::new(cfg.workload.size, CHUNK.max(cfg.workload.size)),
+            window: (cfg.workload.depth * cfg.workload.size) as u64,
         }
     }
 
