@@ -7,6 +7,7 @@ pub mod cli;
 pub mod compare;
 pub mod cores;
 pub mod doctor;
+#[cfg(debug_assertions)]
 pub mod faulty;
 pub mod load;
 pub mod memcpy;

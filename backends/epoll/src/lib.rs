@@ -56,6 +56,13 @@ impl Backend for EpollEt {
     fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
         event_loop::run::<Edge>(ctx)
     }
+
+    fn traits(&self) -> backend_api::Traits {
+        backend_api::Traits {
+            family: backend_api::Family::Epoll,
+            ..Default::default()
+        }
+    }
 }
 
 impl Backend for EpollLt {
@@ -73,6 +80,13 @@ impl Backend for EpollLt {
 
     fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
         event_loop::run::<Level>(ctx)
+    }
+
+    fn traits(&self) -> backend_api::Traits {
+        backend_api::Traits {
+            family: backend_api::Family::Epoll,
+            ..Default::default()
+        }
     }
 }
 

@@ -98,6 +98,13 @@ macro_rules! fixed_variant {
             fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
                 shard::run($variant, &Tuning::for_variant($variant), None, ctx)
             }
+            fn traits(&self) -> backend_api::Traits {
+                // Rings and provided-buffer rings are locked memory.
+                backend_api::Traits {
+                    family: backend_api::Family::IoUring,
+                    memlock_bytes: 64 << 20,
+                }
+            }
         }
     };
 }

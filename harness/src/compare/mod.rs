@@ -148,14 +148,18 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let mut io_uring = BTreeMap::new();
     for name in &names {
         let b = crate::registry::find(name).context("--backends")?;
-        match b.probe() {
-            Ok(()) => {
-                io_uring.insert(name.clone(), "available".to_string());
-                backends.push(name.clone());
-            }
+        let probed = b.probe();
+        if b.traits().family.uses_io_uring() {
+            let said = match &probed {
+                Ok(()) => "available".to_string(),
+                Err(u) => format!("unsupported: {u}"),
+            };
+            io_uring.insert(name.clone(), said);
+        }
+        match probed {
+            Ok(()) => backends.push(name.clone()),
             Err(u) => {
                 eprintln!("skipping {name}: unsupported here: {u}");
-                io_uring.insert(name.clone(), format!("unsupported: {u}"));
                 skipped.push(SkippedBackend {
                     name: name.clone(),
                     reason: u.reason,
@@ -166,10 +170,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if backends.is_empty() {
         bail!("no backend to compare: every one named is unsupported here (see `harness list`)");
     }
-    let io_uring = io_uring
-        .into_iter()
-        .filter(|(k, _)| k.contains("uring") || k == "glommio")
-        .collect();
 
     // Cores.
     let sys = SysRoot::default();

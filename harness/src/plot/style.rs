@@ -3,6 +3,7 @@
 //! later gets a deterministic pick from its name (FNV-1a, not the std hasher, whose output
 //! may change between Rust releases).
 
+use backend_api::Family;
 use plotters::style::RGBColor;
 
 /// Marker shapes, drawn as polygons so each can be filled or hollow.
@@ -52,23 +53,31 @@ pub struct BackendStyle {
     pub marker: Marker,
 }
 
-/// The fixed table: colour-blind-safe hues (Okabe–Ito first, then Tableau), families kept
-/// near each other (the epolls blue, the io_urings warm, the tokios purple/brown). No entry
-/// is black or the grid's grey, so a test can tell series from axes by colour.
-const KNOWN: &[(&str, (u8, u8, u8), Marker)] = &[
-    ("epoll-et", (0x00, 0x72, 0xB2), Marker::Circle),
-    ("epoll-lt", (0x56, 0xB4, 0xE9), Marker::Square),
-    ("uring", (0xD5, 0x5E, 0x00), Marker::TriangleUp),
-    ("uring-multishot", (0xE6, 0x9F, 0x00), Marker::Diamond),
-    ("uring-sqpoll", (0xCC, 0x79, 0xA7), Marker::TriangleDown),
-    ("glommio", (0x00, 0x9E, 0x73), Marker::Pentagon),
-    ("tokio", (0x94, 0x67, 0xBD), Marker::Hexagon),
-    ("tokio-tpc", (0x8C, 0x56, 0x4B), Marker::Star),
-    ("poll", (0x7F, 0x7F, 0x7F), Marker::TriangleLeft),
-    ("blocking", (0x9A, 0x9A, 0x1F), Marker::TriangleRight),
+/// Hues per family of strategies: colour-blind-safe (Okabe–Ito first, then Tableau),
+/// families kept near each other (the epolls blue, the io_urings warm, the runtime over
+/// io_uring green, the runtimes over epoll purple/brown, the rest grey/olive). A backend
+/// takes its family's next hue in registry order. No entry is black or the grid's grey,
+/// so a test can tell series from axes by colour.
+fn palette(family: Family) -> &'static [(u8, u8, u8)] {
+    match family {
+        Family::Epoll => &[(0x00, 0x72, 0xB2), (0x56, 0xB4, 0xE9)],
+        Family::IoUring => &[(0xD5, 0x5E, 0x00), (0xE6, 0x9F, 0x00), (0xCC, 0x79, 0xA7)],
+        Family::IoUringRuntime => &[(0x00, 0x9E, 0x73)],
+        Family::EpollRuntime => &[(0x94, 0x67, 0xBD), (0x8C, 0x56, 0x4B)],
+        Family::Other => &[(0x7F, 0x7F, 0x7F), (0x9A, 0x9A, 0x1F)],
+    }
+}
+
+#[cfg(test)]
+const FAMILIES: [Family; 5] = [
+    Family::Epoll,
+    Family::IoUring,
+    Family::IoUringRuntime,
+    Family::EpollRuntime,
+    Family::Other,
 ];
 
-/// Colours for backends not in [`KNOWN`]: distinct from every fixed entry.
+/// Colours for backends without a fixed style: distinct from every palette entry.
 const FALLBACK: &[(u8, u8, u8)] = &[
     (0x17, 0xBE, 0xCF),
     (0xA6, 0x1C, 0x3C),
@@ -80,13 +89,23 @@ const FALLBACK: &[(u8, u8, u8)] = &[
     (0xE7, 0x29, 0x8A),
 ];
 
-/// The style of backend `name`: fixed for known names, a stable hash pick otherwise.
+/// The style of backend `name`: a registered backend takes its family's next hue and the
+/// marker of its registry position, so its look never depends on which backends a run
+/// measured; any other (or one past its family's palette) a stable hash pick.
 pub fn backend_style(name: &str) -> BackendStyle {
-    if let Some(&(_, (r, g, b), marker)) = KNOWN.iter().find(|(n, _, _)| *n == name) {
-        return BackendStyle {
-            color: RGBColor(r, g, b),
-            marker,
-        };
+    let all = crate::registry::all();
+    if let Some(pos) = all.iter().position(|b| b.name() == name) {
+        let family = all[pos].traits().family;
+        let nth = all[..pos]
+            .iter()
+            .filter(|b| b.traits().family == family)
+            .count();
+        if let (Some(&(r, g, b)), Some(&marker)) = (palette(family).get(nth), MARKERS.get(pos)) {
+            return BackendStyle {
+                color: RGBColor(r, g, b),
+                marker,
+            };
+        }
     }
     let h = fnv1a(name.as_bytes());
     let (r, g, b) = FALLBACK[(h % FALLBACK.len() as u64) as usize];
@@ -163,7 +182,11 @@ mod tests {
 
     #[test]
     fn known_backends_are_distinct_and_fixed() {
-        let styles: Vec<_> = KNOWN.iter().map(|(n, _, _)| backend_style(n)).collect();
+        let styles: Vec<_> = crate::registry::all()
+            .iter()
+            .map(|b| backend_style(b.name()))
+            .collect();
+        assert_eq!(styles.len(), 10);
         for (i, a) in styles.iter().enumerate() {
             for b in &styles[i + 1..] {
                 assert_ne!(a.color, b.color);
@@ -182,14 +205,14 @@ mod tests {
         assert_eq!(fnv1a(b"my-new-backend"), 0x535d_8aef_b80e_28f9);
         assert_eq!(a.color, RGBColor(0xA6, 0x1C, 0x3C));
         assert_eq!(a.marker, Marker::Diamond);
-        for (_, (r, g, b), _) in KNOWN {
+        for (r, g, b) in FAMILIES.iter().flat_map(|f| palette(*f)) {
             assert_ne!(a.color, RGBColor(*r, *g, *b));
         }
     }
 
     #[test]
     fn no_backend_colour_is_black_or_white() {
-        for (_, c, _) in KNOWN {
+        for c in FAMILIES.iter().flat_map(|f| palette(*f)) {
             assert_ne!(*c, (0, 0, 0));
             assert_ne!(*c, (255, 255, 255));
         }
