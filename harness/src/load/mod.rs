@@ -2,8 +2,8 @@
 //!
 //! One pinned thread per client core, each its own epoll event loop over nonblocking
 //! sockets; closed loop (N connections × depth in flight) or open loop (a constant rate
-//! with per-connection send schedules, latency corrected for coordinated omission); five
-//! workloads (echo, http, churn, stream, idle); HDR histograms; and self-validation in
+//! with per-connection send schedules, latency corrected for coordinated omission); the
+//! workloads of `workloads/`, one plug-in each; HDR histograms; and self-validation in
 //! every result (achieved vs target rate, schedule lag, client CPU and `client_bound`,
 //! connections established, errors by kind).
 //!

@@ -4,7 +4,7 @@
 
 use super::axis::Axis;
 
-/// The kinds of chart ringside draws (issue 7's list, in order).
+/// The kinds of chart ringside draws, in the order they are listed and drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ChartKind {
     /// 1. Throughput vs connections, per workload and message size / depth.
@@ -26,7 +26,7 @@ pub enum ChartKind {
 }
 
 impl ChartKind {
-    /// Every kind, in the issue's order.
+    /// Every kind, in that order.
     pub const ALL: [ChartKind; 8] = [
         ChartKind::ThroughputVsConnections,
         ChartKind::LatencySpectrum,

@@ -141,7 +141,7 @@ pub fn default_out_dir(results_path: &Path) -> PathBuf {
         .join("plots")
 }
 
-/// Every chart the results support, in the order of kinds, with warnings about
+/// Every chart the results support, in the order of [`ChartKind::ALL`], with warnings about
 /// data that had to be left out.
 pub fn plan(results: &ResultsFile) -> (Vec<Figure>, Vec<String>) {
     let index = crate::analysis::Index::new(results);
