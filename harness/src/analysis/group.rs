@@ -47,10 +47,7 @@ impl Shape {
 
     /// Whether message size means something for this kind.
     pub(crate) fn sized(&self) -> bool {
-        matches!(
-            self.kind,
-            WorkloadKind::Echo | WorkloadKind::Stream | WorkloadKind::Idle
-        )
+        self.kind.facts().sized
     }
 }
 
