@@ -29,6 +29,8 @@ pub struct DoctorInputs {
     pub nofile: (u64, u64),
     /// RLIMIT_MEMLOCK (soft, hard) in bytes.
     pub memlock: (u64, u64),
+    /// Locked memory the backends need, bytes, and which ones (from the registry).
+    pub memlock_need: (u64, String),
     /// Cores the comparison will use.
     pub cores: Vec<usize>,
     /// Whether perf can count the tracepoint (Err carries why not).
@@ -77,13 +79,13 @@ pub fn check(sys: &SysRoot, inp: &DoctorInputs) -> Vec<Finding> {
             "ulimit -n {need}   (hard limit: /etc/security/limits.conf, or run as root)"
         )),
     ));
-    let memlock_need: u64 = 64 << 20;
+    let (memlock_need, memlock_users) = &inp.memlock_need;
     out.push(finding(
         "memlock",
-        inp.memlock.0 >= memlock_need || inp.memlock.0 == u64::MAX,
+        inp.memlock.0 >= *memlock_need || inp.memlock.0 == u64::MAX,
         format!("RLIMIT_MEMLOCK soft {} KiB", inp.memlock.0 / 1024),
         Some(format!(
-            "ulimit -l {}   (io_uring and glommio lock ring memory)",
+            "ulimit -l {}   ({memlock_users} lock ring memory)",
             memlock_need / 1024
         )),
     ));
@@ -297,6 +299,7 @@ mod tests {
             max_connections: 100_000,
             nofile: (1024, 4096),
             memlock: (8 << 20, 8 << 20),
+            memlock_need: crate::registry::memlock_need(),
             cores: vec![0, 1],
             perf: Err("perf_event_paranoid=3".into()),
             busy: vec![(42, "stress".into(), 0.97)],
@@ -361,6 +364,7 @@ mod tests {
         let inp = DoctorInputs {
             nofile: (1 << 20, 1 << 20),
             memlock: (u64::MAX, u64::MAX),
+            memlock_need: crate::registry::memlock_need(),
             perf: Ok(()),
             busy: vec![],
             memcpy: (
@@ -420,6 +424,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         max_connections: args.connections,
         nofile: limit(libc::RLIMIT_NOFILE),
         memlock: limit(libc::RLIMIT_MEMLOCK),
+        memlock_need: crate::registry::memlock_need(),
         busy: busy_processes(&cores, std::time::Duration::from_millis(500)),
         cores,
         perf,

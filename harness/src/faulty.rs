@@ -1,5 +1,6 @@
 //! Backends that misbehave on purpose, for the harness's own tests of failure handling.
-//! Registered only when `RINGSIDE_TEST_BACKENDS=1` is set; never shown otherwise.
+//! Compiled only into builds with debug assertions (the test builds; a release binary
+//! has none of them), and registered only when `RINGSIDE_TEST_BACKENDS=1` is set.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;

@@ -2,11 +2,13 @@
 //! process), `harness list`, and the tooling that measures backends.
 #![deny(rust_2018_idioms)]
 
+pub mod analysis;
 pub mod cli;
 pub mod compare;
 pub mod cores;
 pub mod doctor;
 pub mod duration;
+#[cfg(debug_assertions)]
 pub mod faulty;
 pub mod load;
 pub mod memcpy;

@@ -24,6 +24,9 @@ pub fn all() -> Vec<Arc<dyn Backend>> {
     ];
     // The top of the io_uring ladder; the other steps resolve by name (see `find`).
     all.push(backend_uring::full());
+    // Test-only backends: compiled into builds with debug assertions (what `cargo test`
+    // builds), never into a release binary, and registered only when asked for.
+    #[cfg(debug_assertions)]
     if std::env::var(crate::faulty::ENV).as_deref() == Ok("1") {
         all.push(Arc::new(crate::faulty::PanicAfter(8)));
         all.push(Arc::new(crate::faulty::NeverReady));
@@ -47,6 +50,23 @@ pub fn claim_backends() -> Vec<Arc<dyn Backend>> {
         Arc::new(backend_epoll::EpollLtMaxEvents::<64>),
         Arc::new(backend_epoll::EpollLtMaxEvents::<1024>),
     ]
+}
+
+/// The most locked memory any registered backend needs per server process, and which
+/// backends need it ("uring, glommio"); (0, "") when none does.
+pub fn memlock_need() -> (u64, String) {
+    let all = all();
+    let need = all
+        .iter()
+        .map(|b| b.traits().memlock_bytes)
+        .max()
+        .unwrap_or(0);
+    let users: Vec<&str> = all
+        .iter()
+        .filter(|b| need > 0 && b.traits().memlock_bytes == need)
+        .map(|b| b.name())
+        .collect();
+    (need, users.join(", "))
 }
 
 /// Finds a backend by name, or says which names exist.
@@ -102,4 +122,29 @@ pub fn print_list(out: &mut impl Write) -> anyhow::Result<()> {
         writeln!(out, "{:width$}  {status}  {}", b.name(), b.describe())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backends_say_which_are_io_uring_based_and_what_they_lock() {
+        let io_uring: Vec<&str> = all()
+            .iter()
+            .filter(|b| b.traits().family.uses_io_uring())
+            .map(|b| b.name())
+            .collect();
+        assert_eq!(
+            io_uring,
+            ["uring", "uring-multishot", "uring-sqpoll", "glommio"]
+        );
+        assert_eq!(
+            memlock_need(),
+            (
+                64 << 20,
+                "uring, uring-multishot, uring-sqpoll, glommio".into()
+            )
+        );
+    }
 }

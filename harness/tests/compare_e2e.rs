@@ -288,7 +288,7 @@ fn bad_arguments_name_the_fix() {
         ),
         (
             &["compare", "--workloads", "ftp"],
-            "valid: echo, http, churn, stream, idle",
+            "valid workloads: echo, http, churn, stream, idle",
         ),
         (
             &["compare", "--server-cores", "0", "--client-cores", "0"],

@@ -75,7 +75,7 @@ fn bad_numbers_name_the_flag_and_the_cap() {
     assert!(e.contains("--target nonsense"), "{e}");
     let e = err(&["--target", &t, "--workload", "ftp"]);
     assert!(
-        e.contains("valid workloads: echo, http, churn, stream, idle"),
+        e.contains("'ftp'") && e.contains("possible values: echo, http, churn, stream, idle"),
         "{e}"
     );
 }
@@ -202,8 +202,8 @@ fn json_report_has_the_schema_and_mergeable_histograms() {
 fn a_stop_signal_ends_a_long_run_early_with_a_report() {
     let server = start(epoll_lt(), Service::Echo);
     let mut cfg = config(&server, Workload::Echo);
-    cfg.duration = Duration::from_secs(60);
-    cfg.warmup = Duration::from_millis(100);
+    cfg.workload.duration = Duration::from_secs(60);
+    cfg.workload.warmup = Duration::from_millis(100);
     let stop_signal = StopSignal::new().unwrap();
     let s2 = stop_signal.clone();
     std::thread::spawn(move || {

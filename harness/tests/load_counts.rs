@@ -14,9 +14,9 @@ fn echo_counts_add_up_and_every_byte_is_verified() {
     for (backend, depth, size) in [(epoll_lt(), 4, 100), (epoll_et(), 2, 5000)] {
         let server = start(backend, Service::Echo);
         let mut cfg = config(&server, Workload::Echo);
-        cfg.connections = 8;
-        cfg.depth = depth;
-        cfg.size = size;
+        cfg.workload.connections = 8;
+        cfg.workload.depth = depth;
+        cfg.workload.size = size;
         let r = run_load(&cfg).unwrap();
         let s = stop(server).total;
         assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -49,8 +49,8 @@ fn echo_counts_add_up_and_every_byte_is_verified() {
 fn http_pipelined_counts_add_up() {
     let server = start(epoll_lt(), Service::Http);
     let mut cfg = config(&server, Workload::Http);
-    cfg.connections = 16;
-    cfg.depth = 16;
+    cfg.workload.connections = 16;
+    cfg.workload.depth = 16;
     let r = run_load(&cfg).unwrap();
     let s = stop(server).total;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -68,7 +68,7 @@ fn http_pipelined_counts_add_up() {
 fn stream_is_full_duplex_and_verified() {
     let server = start(epoll_lt(), Service::Echo);
     let mut cfg = config(&server, Workload::Stream);
-    cfg.connections = 2;
+    cfg.workload.connections = 2;
     let r = run_load(&cfg).unwrap();
     let s = stop(server).total;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -78,7 +78,7 @@ fn stream_is_full_duplex_and_verified() {
         r.totals.bytes_in, r.totals.bytes_out,
         "drained to a message boundary"
     );
-    assert_eq!(r.totals.bytes_out % cfg.size as u64, 0);
+    assert_eq!(r.totals.bytes_out % cfg.workload.size as u64, 0);
     assert_eq!(s.bytes_in, r.totals.bytes_out);
     assert_eq!(s.bytes_out, r.totals.bytes_in);
 }
@@ -87,9 +87,9 @@ fn stream_is_full_duplex_and_verified() {
 fn churn_counts_connections_on_both_sides() {
     let server = start(epoll_lt(), Service::Http);
     let mut cfg = config(&server, Workload::Churn);
-    cfg.connections = 8;
-    cfg.requests = Some(2000);
-    cfg.duration = std::time::Duration::from_secs(60);
+    cfg.workload.connections = 8;
+    cfg.workload.requests = Some(2000);
+    cfg.workload.duration = std::time::Duration::from_secs(60);
     let r = run_load(&cfg).unwrap();
     let s = stop(server).total;
     assert!(r.errors.is_empty(), "{:?}", r.errors);

@@ -15,8 +15,8 @@ fn a_corrupted_echo_reply_is_detected() {
         // Well past the warmup's first bytes, so the corruption lands mid-run.
         let server = start(TestBackend::arc(Fault::FlipByte(200_000)), Service::Echo);
         let mut cfg = config(&server, workload);
-        cfg.connections = 4;
-        cfg.size = 1000;
+        cfg.workload.connections = 4;
+        cfg.workload.size = 1000;
         let r = run_load(&cfg).unwrap();
         stop(server);
         assert_eq!(
@@ -36,8 +36,8 @@ fn a_corrupted_echo_reply_is_detected() {
 fn the_same_server_without_the_fault_is_clean() {
     let server = start(TestBackend::arc(Fault::None), Service::Echo);
     let mut cfg = config(&server, Workload::Echo);
-    cfg.connections = 4;
-    cfg.size = 1000;
+    cfg.workload.connections = 4;
+    cfg.workload.size = 1000;
     let r = run_load(&cfg).unwrap();
     let s = stop(server).total;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -58,10 +58,10 @@ fn a_stall_shows_in_corrected_p999_not_in_uncorrected_p50() {
         Service::Http,
     );
     let mut cfg = config(&server, Workload::Http);
-    cfg.connections = 10;
-    cfg.rate = Some(1000.0);
-    cfg.warmup = Duration::from_millis(500);
-    cfg.duration = Duration::from_secs(4);
+    cfg.workload.connections = 10;
+    cfg.workload.rate = Some(1000.0);
+    cfg.workload.warmup = Duration::from_millis(500);
+    cfg.workload.duration = Duration::from_secs(4);
     let r = run_load(&cfg).unwrap();
     stop(server);
     let u = r.latency_uncorrected.as_ref().unwrap();

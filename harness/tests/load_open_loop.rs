@@ -17,10 +17,10 @@ fn achieved_rate_is_within_two_percent_of_target() {
     ] {
         let server = start(epoll_lt(), service);
         let mut cfg = config(&server, workload);
-        cfg.connections = 8;
-        cfg.rate = Some(rate);
-        cfg.warmup = Duration::from_millis(500);
-        cfg.duration = Duration::from_secs(3);
+        cfg.workload.connections = 8;
+        cfg.workload.rate = Some(rate);
+        cfg.workload.warmup = Duration::from_millis(500);
+        cfg.workload.duration = Duration::from_secs(3);
         let r = run_load(&cfg).unwrap();
         stop(server);
         let s = r.schedule.as_ref().unwrap();

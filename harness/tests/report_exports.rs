@@ -253,7 +253,7 @@ fn durations_take_units_and_load_has_short_flags() {
     assert_eq!(a.drain, 0.25);
     assert_eq!(a.connect_timeout, 60.0);
     let cfg = a.to_config().unwrap();
-    assert_eq!(cfg.duration, Duration::from_millis(500));
+    assert_eq!(cfg.workload.duration, Duration::from_millis(500));
 
     let cli = Cli::try_parse_from([
         "harness",

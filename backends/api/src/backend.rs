@@ -26,6 +26,42 @@ impl Unsupported {
     }
 }
 
+/// Which family of strategies a backend belongs to: the kernel interface its I/O goes
+/// through, and whether a runtime sits between the backend and that interface. Charts
+/// give each family its own hues; the results manifest lists the io_uring-based ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Family {
+    /// Raw epoll.
+    Epoll,
+    /// Raw io_uring.
+    IoUring,
+    /// A runtime over epoll.
+    EpollRuntime,
+    /// A runtime over io_uring.
+    IoUringRuntime,
+    /// Neither (poll(2), blocking threads, …).
+    #[default]
+    Other,
+}
+
+impl Family {
+    /// True for the io_uring-based families.
+    pub fn uses_io_uring(self) -> bool {
+        matches!(self, Family::IoUring | Family::IoUringRuntime)
+    }
+}
+
+/// What a backend says about itself for the harness, so that no harness code has to
+/// know it by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traits {
+    /// Its family of strategies.
+    pub family: Family,
+    /// Locked memory (RLIMIT_MEMLOCK) one server process of it needs, in bytes; 0 when
+    /// it locks none.
+    pub memlock_bytes: u64,
+}
+
 /// One network I/O strategy.
 ///
 /// Implementations are stateless factories: all per-shard state lives inside
@@ -39,6 +75,11 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> &'static str;
     /// Checks kernel features and limits this backend needs; says exactly what is missing.
     fn probe(&self) -> Result<(), Unsupported>;
+    /// Its family and the limits it needs beyond the shared ones; by default
+    /// [`Family::Other`], no locked memory.
+    fn traits(&self) -> Traits {
+        Traits::default()
+    }
     /// Serves the shard's listener on the calling thread until `ctx.stop` fires, then
     /// closes every connection it owns and returns what it counted.
     fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats>;

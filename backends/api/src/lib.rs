@@ -42,7 +42,7 @@ pub mod runner;
 pub mod session;
 mod stop;
 
-pub use backend::{Backend, ShardContext, ShardStats, Unsupported};
+pub use backend::{Backend, Family, ShardContext, ShardStats, Traits, Unsupported};
 pub use buffer::OutBuf;
 pub use limits::{Limits, ACCEPT_PAUSE};
 pub use runner::{RunReport, RunnerError, RunningServer, ServerConfig};

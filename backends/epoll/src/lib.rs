@@ -73,6 +73,13 @@ macro_rules! epoll_backend {
             fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
                 shard::run::<$mode>(ctx)
             }
+
+            fn traits(&self) -> backend_api::Traits {
+                backend_api::Traits {
+                    family: backend_api::Family::Epoll,
+                    ..Default::default()
+                }
+            }
         }
     };
 }
@@ -137,6 +144,13 @@ impl<const N: usize> Backend for EpollLtMaxEvents<N> {
 
     fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
         shard::run::<LevelMaxEvents<N>>(ctx)
+    }
+
+    fn traits(&self) -> backend_api::Traits {
+        backend_api::Traits {
+            family: backend_api::Family::Epoll,
+            ..Default::default()
+        }
     }
 }
 

@@ -80,6 +80,14 @@ impl Backend for Glommio {
         probe::probe()
     }
 
+    fn traits(&self) -> backend_api::Traits {
+        // glommio's rings and buffers are locked memory.
+        backend_api::Traits {
+            family: backend_api::Family::IoUringRuntime,
+            memlock_bytes: 64 << 20,
+        }
+    }
+
     fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
         shard::run(ctx, shard::NoHooks)
     }

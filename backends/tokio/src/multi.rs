@@ -50,6 +50,13 @@ impl Backend for Tokio {
         "tokio"
     }
 
+    fn traits(&self) -> backend_api::Traits {
+        backend_api::Traits {
+            family: backend_api::Family::EpollRuntime,
+            ..Default::default()
+        }
+    }
+
     fn describe(&self) -> &'static str {
         "tokio multi-thread runtime: unpinned work-stealing workers (one per core), accept loops on the pinned shard threads"
     }

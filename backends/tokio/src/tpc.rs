@@ -25,6 +25,13 @@ impl Backend for TokioTpc {
         "tokio-tpc"
     }
 
+    fn traits(&self) -> backend_api::Traits {
+        backend_api::Traits {
+            family: backend_api::Family::EpollRuntime,
+            ..Default::default()
+        }
+    }
+
     fn describe(&self) -> &'static str {
         "tokio thread-per-core: one current-thread runtime per pinned shard, each with its own listener"
     }

@@ -142,6 +142,13 @@ macro_rules! fixed_variant {
             fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
                 shard::run($variant.features(), &Tuning::default(), None, ctx)
             }
+            fn traits(&self) -> backend_api::Traits {
+                // Rings and provided-buffer rings are locked memory.
+                backend_api::Traits {
+                    family: backend_api::Family::IoUring,
+                    memlock_bytes: 64 << 20,
+                }
+            }
         }
     };
 }

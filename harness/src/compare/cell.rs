@@ -9,11 +9,9 @@ use backend_api::StopSignal;
 use super::cost::{self, ProcSnapshot, SyscallCounter};
 use super::server::{ServerProcess, ServerSpec};
 use super::suite::PlannedCell;
-use crate::load::{LoadConfig, LoadReport, WindowObserver, Workload};
-use crate::results::{Cell, CellStatus, ClientMeasure, Percentiles, ServerCost, WorkloadKind};
+use crate::load::{LoadConfig, LoadReport, WindowObserver, FD_MARGIN};
+use crate::results::{Cell, CellStatus, ClientMeasure, Percentiles, ServerCost};
 
-/// Descriptors a process needs beyond its connections (epoll, eventfds, stdio, pipes).
-const FD_MARGIN: u64 = 128;
 /// How long a server may take to stop after its stdin closes.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -72,16 +70,6 @@ impl WindowObserver for ServerWindow {
     }
 }
 
-fn workload(kind: WorkloadKind) -> Workload {
-    match kind {
-        WorkloadKind::Echo => Workload::Echo,
-        WorkloadKind::Http => Workload::Http,
-        WorkloadKind::Churn => Workload::Churn,
-        WorkloadKind::Stream => Workload::Stream,
-        WorkloadKind::Idle => Workload::Idle,
-    }
-}
-
 /// Runs one cell; never fails: what goes wrong is recorded in the cell.
 pub fn run(job: &CellJob<'_>) -> Cell {
     let t0 = Instant::now();
@@ -98,11 +86,10 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         status: CellStatus::Ok,
         client: None,
         server: None,
-        load_raw: None,
     };
     // Each connection costs a descriptor in the server and one here. A cell the limits
     // cannot hold is recorded as such with the fix, not run into EMFILE and charted as slow.
-    let conns = w.connections as u64 + w.idle.unwrap_or(0) as u64;
+    let conns = w.total_connections();
     let need = conns + FD_MARGIN;
     let have = backend_api::rlimit::nofile()
         .map(|(soft, _)| soft)
@@ -125,13 +112,11 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             return cell;
         }
     }
-    let kind = workload(w.kind);
     let spec = ServerSpec {
         exe: job.exe.to_path_buf(),
         backend: job.backend.to_string(),
-        service: kind.service().as_str().to_string(),
+        service: w.kind.service().as_str().to_string(),
         cores: crate::cores::format_core_list(job.server_cores),
-        extra_args: Vec::new(),
         env: job.server_env.to_vec(),
     };
     let fail = |cell: &mut Cell, reason: String, stderr_tail: String| {
@@ -160,19 +145,11 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         start: Mutex::new(None),
         end: Mutex::new(None),
     };
-    let mut cfg = LoadConfig::new(server.addr, kind);
-    cfg.connections = w.connections as usize;
-    cfg.depth = w.depth as usize;
-    cfg.size = w.size as usize;
-    cfg.rate = w.rate;
-    cfg.duration = Duration::from_secs_f64(w.duration_s);
-    cfg.warmup = Duration::from_secs_f64(w.warmup_s);
+    let mut cfg = LoadConfig::of(server.addr, w.clone());
     cfg.cores = job.client_cores.to_vec();
-    cfg.idle = w.idle.unwrap_or(0) as usize;
 
     // Watchdog: a cell that runs far past its planned time is stopped and its server killed.
-    let budget =
-        Duration::from_secs_f64(w.warmup_s + w.duration_s + 30.0 + cfg.idle as f64 / 2000.0);
+    let budget = w.warmup + w.duration + Duration::from_secs_f64(30.0 + w.idle as f64 / 2000.0);
     // Dropping `done` (the load returned) ends the watchdog; otherwise it fires at the budget.
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let watchdog = {
@@ -234,7 +211,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             s1.ctx_voluntary.saturating_sub(s0.ctx_voluntary),
             s1.ctx_involuntary.saturating_sub(s0.ctx_involuntary),
         );
-        let conns = (w.connections as u64 + w.idle.unwrap_or(0) as u64).max(1) as f64;
+        let conns = w.total_connections().max(1) as f64;
         cell.server = Some(ServerCost {
             cpu_user_s: user,
             cpu_sys_s: sys,
@@ -281,7 +258,6 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             ),
         };
     }
-    cell.load_raw = serde_json::to_value(&report).ok();
     cell.client = Some(client);
     cell.wall_s = t0.elapsed().as_secs_f64();
     cell

@@ -7,7 +7,7 @@ use crate::results::Manifest;
 use crate::sysinfo::SysRoot;
 
 /// Collects the manifest for a run on `server`/`client` cores; `io_uring` carries what the
-/// registered backends' probes said.
+/// io_uring-based backends' probes said.
 pub fn collect(
     sys: &SysRoot,
     server: &[usize],

@@ -163,7 +163,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             "--duration {d} s is out of range: give more than 0 and at most 1h (e.g. 500ms, 30s)"
         );
         for c in &mut cells {
-            c.workload.duration_s = d;
+            c.workload.duration = std::time::Duration::from_secs_f64(d);
         }
     }
     if let Some(w) = args.warmup {
@@ -172,7 +172,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             "--warmup {w} s is out of range: give 0 to 10m (e.g. 250ms, 2s)"
         );
         for c in &mut cells {
-            c.workload.warmup_s = w;
+            c.workload.warmup = std::time::Duration::from_secs_f64(w);
         }
     }
 
@@ -192,14 +192,18 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let mut io_uring = BTreeMap::new();
     for name in &names {
         let b = crate::registry::find(name).context("--backends")?;
-        match b.probe() {
-            Ok(()) => {
-                io_uring.insert(name.clone(), "available".to_string());
-                backends.push(name.clone());
-            }
+        let probed = b.probe();
+        if b.traits().family.uses_io_uring() {
+            let said = match &probed {
+                Ok(()) => "available".to_string(),
+                Err(u) => format!("unsupported: {u}"),
+            };
+            io_uring.insert(name.clone(), said);
+        }
+        match probed {
+            Ok(()) => backends.push(name.clone()),
             Err(u) => {
                 eprintln!("skipping {name}: unsupported here: {u}");
-                io_uring.insert(name.clone(), format!("unsupported: {u}"));
                 skipped.push(SkippedBackend {
                     name: name.clone(),
                     reason: u.reason,
@@ -210,10 +214,6 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     if backends.is_empty() {
         bail!("no backend to compare: every one named is unsupported here (see `harness list`)");
     }
-    let io_uring = io_uring
-        .into_iter()
-        .filter(|(k, _)| k.contains("uring") || k == "glommio")
-        .collect();
 
     // Cores.
     let sys = SysRoot::default();
@@ -486,20 +486,8 @@ fn parse_workloads(list: &str) -> anyhow::Result<Vec<WorkloadKind>> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|w| {
-            [
-                WorkloadKind::Echo,
-                WorkloadKind::Http,
-                WorkloadKind::Churn,
-                WorkloadKind::Stream,
-                WorkloadKind::Idle,
-            ]
-            .into_iter()
-            .find(|k| k.as_str() == w)
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "unknown workload '{w}' in --workloads; valid: echo, http, churn, stream, idle"
-                )
-            })
+            w.parse::<WorkloadKind>()
+                .map_err(|e| anyhow::anyhow!("--workloads: {e}"))
         })
         .collect()
 }
@@ -627,7 +615,7 @@ mod tests {
         );
         let e = parse_workloads("echo,ftp").unwrap_err().to_string();
         assert!(
-            e.contains("'ftp'") && e.contains("valid: echo, http, churn, stream, idle"),
+            e.contains("'ftp'") && e.contains("valid workloads: echo, http, churn, stream, idle"),
             "{e}"
         );
     }

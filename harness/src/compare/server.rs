@@ -31,8 +31,6 @@ pub struct ServerSpec {
     pub service: String,
     /// Server cores as a CPU list.
     pub cores: String,
-    /// Extra arguments for `serve` (limits).
-    pub extra_args: Vec<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
 }
@@ -76,7 +74,6 @@ impl ServerProcess {
             "--listen",
             "127.0.0.1:0",
         ])
-        .args(&spec.extra_args)
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

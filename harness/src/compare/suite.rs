@@ -67,7 +67,8 @@ fn default_warmup() -> f64 {
     0.5
 }
 
-/// One block of cells.
+/// One block of cells. A parameter left out takes the workload's default, the same as
+/// `harness load` gives it ([`WorkloadSpec::new`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Block {
@@ -77,18 +78,15 @@ pub struct Block {
     /// Workload.
     pub workload: WorkloadKind,
     /// Active connections.
-    #[serde(default = "one_u32_64")]
-    pub connections: OneOrMany<u32>,
+    pub connections: Option<OneOrMany<usize>>,
     /// Requests in flight per connection.
-    #[serde(default = "one_u32_1")]
-    pub depth: OneOrMany<u32>,
-    /// Message size in bytes.
-    #[serde(default = "one_u32_64")]
-    pub size: OneOrMany<u32>,
+    pub depth: Option<OneOrMany<usize>>,
+    /// Message size in bytes (workloads that send messages of a size).
+    pub size: Option<OneOrMany<usize>>,
     /// Open-loop total rates (req/s); absent = closed loop.
     pub rate: Option<OneOrMany<f64>>,
-    /// Idle connections (idle workload).
-    pub idle: Option<OneOrMany<u32>>,
+    /// Idle connections (workloads that hold idle connections).
+    pub idle: Option<OneOrMany<usize>>,
     /// Number of server cores (the first N of the server set); absent = all of them.
     pub server_cores: Option<OneOrMany<usize>>,
     /// Overrides the suite's repeats.
@@ -97,13 +95,6 @@ pub struct Block {
     pub duration: Option<f64>,
     /// Overrides the suite's warmup.
     pub warmup: Option<f64>,
-}
-
-fn one_u32_64() -> OneOrMany<u32> {
-    OneOrMany::One(64)
-}
-fn one_u32_1() -> OneOrMany<u32> {
-    OneOrMany::One(1)
 }
 
 /// One planned measurement shape (before backends and repeats are multiplied in).
@@ -160,47 +151,61 @@ impl SuiteFile {
             if repeats == 0 {
                 bail!("{}: repeats must be at least 1", ctx());
             }
-            if !(duration > 0.0 && duration <= 3600.0) {
-                bail!("{}: duration {duration} s is out of range (0, 3600]", ctx());
+            let secs = |what: &str, v: f64| {
+                std::time::Duration::try_from_secs_f64(v)
+                    .with_context(|| format!("{}: {what} {v}: give a number of seconds", ctx()))
+            };
+            let (duration, warmup) = (secs("duration", duration)?, secs("warmup", warmup)?);
+            let facts = b.workload.facts();
+            if b.size.is_some() && !facts.sized {
+                bail!(
+                    "{}: `size` does not apply to workload = \"{}\"",
+                    ctx(),
+                    b.workload
+                );
             }
-            if !(0.0..=600.0).contains(&warmup) {
-                bail!("{}: warmup {warmup} s is out of range [0, 600]", ctx());
+            if b.idle.is_some() && !facts.holds_idle {
+                bail!(
+                    "{}: `idle` does not apply to workload = \"{}\"",
+                    ctx(),
+                    b.workload
+                );
             }
+            let d = facts.defaults;
+            let values = |v: &Option<OneOrMany<usize>>, default: usize| {
+                v.as_ref().map_or_else(|| vec![default], OneOrMany::values)
+            };
             let rates: Vec<Option<f64>> = match &b.rate {
                 None => vec![None],
                 Some(r) => r.values().into_iter().map(Some).collect(),
-            };
-            let idles: Vec<Option<u32>> = match &b.idle {
-                None => vec![None],
-                Some(v) => v.values().into_iter().map(Some).collect(),
             };
             let cores: Vec<Option<usize>> = match &b.server_cores {
                 None => vec![None],
                 Some(v) => v.values().into_iter().map(Some).collect(),
             };
-            if b.idle.is_some() && b.workload != WorkloadKind::Idle {
-                bail!("{}: `idle` only applies to workload = \"idle\"", ctx());
-            }
             for &n in &cores {
                 if n == Some(0) {
                     bail!("{}: server_cores must be at least 1", ctx());
                 }
             }
-            for connections in b.connections.values() {
-                for depth in b.depth.values() {
-                    for size in b.size.values() {
+            for connections in values(&b.connections, d.connections) {
+                for depth in values(&b.depth, d.depth) {
+                    for size in values(&b.size, d.size) {
                         for &rate in &rates {
-                            for &idle in &idles {
+                            for idle in values(&b.idle, d.idle) {
                                 for &sc in &cores {
-                                    if connections == 0 || depth == 0 || size == 0 {
-                                        bail!(
-                                            "{}: connections, depth and size must be at least 1",
-                                            ctx()
-                                        );
-                                    }
-                                    if rate.is_some_and(|r| r <= 0.0) {
-                                        bail!("{}: rate must be above 0 req/s", ctx());
-                                    }
+                                    let workload = WorkloadSpec {
+                                        kind: b.workload,
+                                        connections,
+                                        depth,
+                                        size,
+                                        rate,
+                                        duration,
+                                        warmup,
+                                        idle,
+                                        requests: None,
+                                    };
+                                    workload.validate().with_context(ctx)?;
                                     let group = b
                                         .group
                                         .replace("{size}", &size_label(size))
@@ -212,7 +217,11 @@ impl SuiteFile {
                                         )
                                         .replace(
                                             "{idle}",
-                                            &idle.map(|v| v.to_string()).unwrap_or_default(),
+                                            &if facts.holds_idle {
+                                                idle.to_string()
+                                            } else {
+                                                String::new()
+                                            },
                                         )
                                         .replace(
                                             "{server_cores}",
@@ -220,16 +229,7 @@ impl SuiteFile {
                                         );
                                     cells.push(PlannedCell {
                                         group,
-                                        workload: WorkloadSpec {
-                                            kind: b.workload,
-                                            connections,
-                                            depth,
-                                            size,
-                                            rate,
-                                            duration_s: duration,
-                                            warmup_s: warmup,
-                                            idle,
-                                        },
+                                        workload,
                                         server_cores: sc,
                                         repeats,
                                     });
@@ -249,7 +249,7 @@ impl SuiteFile {
 }
 
 /// "64B", "1KiB", "16KiB", "1MiB".
-pub fn size_label(size: u32) -> String {
+pub fn size_label(size: usize) -> String {
     match size {
         s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{}MiB", s >> 20),
         s if s >= 1024 && s % 1024 == 0 => format!("{}KiB", s >> 10),
@@ -265,13 +265,11 @@ mod tests {
     fn builtin_suites_parse() {
         let d = Suite::parse(DEFAULT_SUITE, "default").unwrap();
         let q = Suite::parse(QUICK_SUITE, "quick").unwrap();
-        for kind in [
-            WorkloadKind::Echo,
-            WorkloadKind::Http,
-            WorkloadKind::Churn,
-            WorkloadKind::Stream,
-            WorkloadKind::Idle,
-        ] {
+        // Every workload but the test-only one.
+        for &kind in WorkloadKind::all()
+            .iter()
+            .filter(|&&k| k != WorkloadKind::Lines)
+        {
             assert!(
                 d.cells.iter().any(|c| c.workload.kind == kind),
                 "default suite lacks {kind:?}"

@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use crate::plot::data::{self, Group, Index, Shape};
+use crate::analysis::{self, Group, Index, Shape};
 use crate::results::ResultsFile;
 
 fn fmt_rate(v: f64) -> String {
@@ -18,7 +18,11 @@ fn fmt_rate(v: f64) -> String {
 }
 
 fn heading(s: &Shape) -> String {
-    let mut h = format!("{}, {} conns", data::describe_workload(s), s.connections);
+    let mut h = format!(
+        "{}, {} conns",
+        analysis::describe_workload(s),
+        s.connections
+    );
     if let Some(r) = s.rate() {
         h.push_str(&format!(", {} req/s offered", fmt_rate(r)));
     }
@@ -35,12 +39,12 @@ fn line(g: &Group<'_>) -> String {
             " ({} of {} {}: {})",
             g.bad.len(),
             g.ok.len() + g.bad.len(),
-            data::status_word(c),
-            data::status_reason(c)
+            analysis::status_word(c),
+            analysis::status_reason(c)
         ),
         None => String::new(),
     };
-    let Some(tp) = g.stat(data::throughput) else {
+    let Some(tp) = g.stat(analysis::throughput) else {
         return format!("{:<16}{failures}", g.backend);
     };
     let med = |f: fn(&crate::results::Cell) -> Option<f64>| g.stat(f).map(|s| s.median);
@@ -50,12 +54,12 @@ fn line(g: &Group<'_>) -> String {
         fmt_rate(tp.median),
         fmt_rate(tp.min),
         fmt_rate(tp.max),
-        med(data::p99)
+        med(analysis::p99)
             .map(|v| format!("{v:.0}µs"))
             .unwrap_or_else(|| "-".into()),
-        med(data::cpu_user).unwrap_or(0.0),
-        med(data::cpu_sys).unwrap_or(0.0),
-        med(data::syscalls)
+        med(analysis::cpu_user).unwrap_or(0.0),
+        med(analysis::cpu_sys).unwrap_or(0.0),
+        med(analysis::syscalls)
             .map(|v| format!("{v:.2}"))
             .unwrap_or_else(|| "absent".into()),
         if g.client_bound() { "client-bound" } else { "" },

@@ -1,125 +1,16 @@
-//! What a load run does: [`LoadConfig`], its defaults per workload, and the caps that turn
-//! absurd input into an error naming the flag.
+//! What a load run does: [`LoadConfig`], a [`WorkloadSpec`] plus where and how to run it
+//! (target, client cores, timeouts).
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::LoadError;
+use super::{LoadError, Workload, WorkloadSpec};
 
-/// Most active connections (or churn slots) one run opens.
-pub const MAX_CONNECTIONS: usize = 1_000_000;
-/// Most idle connections one run holds.
-pub const MAX_IDLE: usize = 1_000_000;
-/// Most requests in flight on one connection.
-pub const MAX_DEPTH: usize = 1024;
-/// Largest echo message or stream chunk, in bytes.
-pub const MAX_SIZE: usize = 16 * 1024 * 1024;
-/// Most bytes in flight on one connection (`--depth` × `--size`).
-pub const MAX_INFLIGHT_BYTES: usize = 64 * 1024 * 1024;
-/// Highest open-loop rate, in requests per second over the whole run.
-pub const MAX_RATE: f64 = 20_000_000.0;
-/// Longest measured duration.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-/// Longest warmup.
-pub const MAX_WARMUP: Duration = Duration::from_secs(3600);
-
-/// The traffic a run generates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Workload {
-    /// Messages of `size` bytes echoed back, every byte verified.
-    Echo,
-    /// HTTP/1.1 GET on keep-alive connections, `depth` pipelined.
-    Http,
-    /// One connection per request: connect, GET with `Connection: close`, read to EOF, close.
-    Churn,
-    /// Bulk full-duplex transfer through an echo server, every byte verified.
-    Stream,
-    /// `idle` connections held open while `connections` active echo connections run.
-    Idle,
-}
-
-impl Workload {
-    /// Every workload, in the order `--help` lists them.
-    pub const ALL: [Workload; 5] = [
-        Workload::Echo,
-        Workload::Http,
-        Workload::Churn,
-        Workload::Stream,
-        Workload::Idle,
-    ];
-
-    /// The name used on the command line and in results.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Workload::Echo => "echo",
-            Workload::Http => "http",
-            Workload::Churn => "churn",
-            Workload::Stream => "stream",
-            Workload::Idle => "idle",
-        }
-    }
-
-    /// The server-side service this workload needs (`echo` or `http`).
-    pub fn service(self) -> backend_api::Service {
-        match self {
-            Workload::Http | Workload::Churn => backend_api::Service::Http,
-            Workload::Echo | Workload::Stream | Workload::Idle => backend_api::Service::Echo,
-        }
-    }
-
-    /// True when `--size` means something for this workload.
-    pub fn uses_size(self) -> bool {
-        matches!(self, Workload::Echo | Workload::Stream | Workload::Idle)
-    }
-
-    /// Default `--connections`.
-    pub fn default_connections(self) -> usize {
-        match self {
-            Workload::Stream => 4,
-            Workload::Churn => 50,
-            _ => 64,
-        }
-    }
-
-    /// Default `--depth`.
-    pub fn default_depth(self) -> usize {
-        match self {
-            Workload::Stream => 8,
-            _ => 1,
-        }
-    }
-
-    /// Default `--size`.
-    pub fn default_size(self) -> usize {
-        match self {
-            Workload::Stream => 64 * 1024,
-            _ => 64,
-        }
-    }
-}
-
-impl fmt::Display for Workload {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Workload {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Workload::ALL
-            .into_iter()
-            .find(|w| w.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown workload '{s}'; valid workloads: echo, http, churn, stream, idle")
-            })
-    }
-}
+/// Descriptors a process keeps free beyond its connections (epoll, eventfds, stdio,
+/// pipes, files): the one margin the load generator and `harness compare` both count.
+pub const FD_MARGIN: u64 = 128;
 
 /// Everything one load run needs. Build with [`LoadConfig::new`] and adjust fields;
 /// [`crate::load::run_load`] validates it first.
@@ -131,28 +22,10 @@ pub struct LoadConfig {
     pub host: String,
     /// Path requested by HTTP workloads.
     pub path: String,
-    /// The traffic to generate.
-    pub workload: Workload,
-    /// Active connections (echo, http, stream, idle) or concurrent connection slots (churn).
-    pub connections: usize,
-    /// Requests kept in flight per connection (closed loop), or most in flight (open loop).
-    /// Stream: messages of `size` bytes in flight per connection.
-    pub depth: usize,
-    /// Echo message size, or stream message size, in bytes.
-    pub size: usize,
-    /// Open loop: total requests (churn: connections) per second. `None`: closed loop.
-    pub rate: Option<f64>,
-    /// Measured time, after the warmup.
-    pub duration: Duration,
-    /// Time run before measuring; excluded from every statistic.
-    pub warmup: Duration,
+    /// The traffic to generate and its parameters.
+    pub workload: WorkloadSpec,
     /// Client cores: one pinned thread each (at most one thread per connection).
     pub cores: Vec<usize>,
-    /// Idle connections held open during an `idle` run.
-    pub idle: usize,
-    /// Optional cap on measured requests; the run ends when it is reached or the duration
-    /// is over, whichever comes first.
-    pub requests: Option<u64>,
     /// How long one connect may take before it counts as ETIMEDOUT.
     pub connect_timeout: Duration,
     /// How long to wait for outstanding replies after the measured time.
@@ -160,9 +33,14 @@ pub struct LoadConfig {
 }
 
 impl LoadConfig {
-    /// A config with this workload's defaults: closed loop, 10 s after a 2 s warmup, on
-    /// the last usable core.
+    /// A config with this workload's defaults ([`WorkloadSpec::new`]) on the last usable
+    /// core.
     pub fn new(target: SocketAddr, workload: Workload) -> LoadConfig {
+        LoadConfig::of(target, WorkloadSpec::new(workload))
+    }
+
+    /// A config running `workload` against `target` on the last usable core.
+    pub fn of(target: SocketAddr, workload: WorkloadSpec) -> LoadConfig {
         let cores = backend_api::runner::usable_cores()
             .last()
             .map_or_else(Vec::new, |&c| vec![c]);
@@ -171,15 +49,7 @@ impl LoadConfig {
             host: target.to_string(),
             path: "/".to_string(),
             workload,
-            connections: workload.default_connections(),
-            depth: workload.default_depth(),
-            size: workload.default_size(),
-            rate: None,
-            duration: Duration::from_secs(10),
-            warmup: Duration::from_secs(2),
             cores,
-            idle: if workload == Workload::Idle { 1000 } else { 0 },
-            requests: None,
             connect_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(2),
         }
@@ -187,119 +57,19 @@ impl LoadConfig {
 
     /// True when this is an open-loop (constant rate) run.
     pub fn is_open_loop(&self) -> bool {
-        self.rate.is_some()
+        self.workload.is_open_loop()
     }
 
     /// Client threads this config runs: one per core, but never more than connections.
     pub fn threads(&self) -> usize {
-        self.cores.len().min(self.connections.max(1))
+        self.cores.len().min(self.workload.connections.max(1))
     }
 
-    /// Checks every field against its cap; the error names the flag and the bound.
+    /// Checks the workload ([`WorkloadSpec::validate`]) and the rest; the error names the
+    /// flag and the bound.
     pub fn validate(&self) -> Result<(), LoadError> {
+        self.workload.validate()?;
         let bad = |m: String| Err(LoadError::Config(m));
-        if self.connections == 0 {
-            return bad("--connections 0: at least one connection is needed".into());
-        }
-        if self.connections > MAX_CONNECTIONS {
-            return bad(format!(
-                "--connections {} is beyond the cap of {MAX_CONNECTIONS}",
-                self.connections
-            ));
-        }
-        if self.depth == 0 {
-            return bad("--depth 0: at least one request must be in flight".into());
-        }
-        if self.depth > MAX_DEPTH {
-            return bad(format!(
-                "--depth {} is beyond the cap of {MAX_DEPTH} requests in flight per connection",
-                self.depth
-            ));
-        }
-        if self.workload == Workload::Churn && self.depth != 1 {
-            return bad(format!(
-                "--depth {}: churn sends exactly one request per connection; use --depth 1 \
-                 (or --connections for concurrency)",
-                self.depth
-            ));
-        }
-        if self.workload.uses_size() {
-            if self.size == 0 {
-                return bad("--size 0: messages need at least 1 byte".into());
-            }
-            if self.size > MAX_SIZE {
-                return bad(format!(
-                    "--size {} is beyond the cap of {MAX_SIZE} bytes (16 MiB)",
-                    self.size
-                ));
-            }
-            if self.size.saturating_mul(self.depth) > MAX_INFLIGHT_BYTES {
-                return bad(format!(
-                    "--depth {} x --size {} puts {} bytes in flight per connection, beyond the \
-                     cap of {MAX_INFLIGHT_BYTES} (64 MiB); lower one of them",
-                    self.depth,
-                    self.size,
-                    self.size.saturating_mul(self.depth)
-                ));
-            }
-        }
-        if let Some(rate) = self.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                return bad(format!(
-                    "--rate {rate}: the rate must be above 0 requests/s (omit --rate for a \
-                     closed-loop run)"
-                ));
-            }
-            if rate > MAX_RATE {
-                return bad(format!(
-                    "--rate {rate} is beyond the cap of {MAX_RATE} requests/s"
-                ));
-            }
-            if self.workload == Workload::Stream {
-                return bad(
-                    "--rate does not apply to --workload stream (a bulk transfer runs flat out)"
-                        .into(),
-                );
-            }
-        }
-        if self.duration.is_zero() {
-            return bad("--duration 0: give a measured duration above 0 seconds".into());
-        }
-        if self.duration > MAX_DURATION {
-            return bad(format!(
-                "--duration {} s is beyond the cap of {} s",
-                self.duration.as_secs_f64(),
-                MAX_DURATION.as_secs()
-            ));
-        }
-        if self.warmup > MAX_WARMUP {
-            return bad(format!(
-                "--warmup {} s is beyond the cap of {} s",
-                self.warmup.as_secs_f64(),
-                MAX_WARMUP.as_secs()
-            ));
-        }
-        if self.workload == Workload::Idle {
-            if self.idle > MAX_IDLE {
-                return bad(format!(
-                    "--idle {} is beyond the cap of {MAX_IDLE}",
-                    self.idle
-                ));
-            }
-        } else if self.idle > 0 {
-            return bad(format!(
-                "--idle {} applies only to --workload idle",
-                self.idle
-            ));
-        }
-        if self.requests.is_some() && self.workload == Workload::Stream {
-            return bad(
-                "--requests does not apply to --workload stream; bound it with --duration".into(),
-            );
-        }
-        if self.requests == Some(0) {
-            return bad("--requests 0: give a cap above 0, or omit it".into());
-        }
         if self.cores.is_empty() {
             return bad("--cores: no client cores given; name at least one, e.g. --cores 1".into());
         }
@@ -337,14 +107,14 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        for w in Workload::ALL {
+        for &w in Workload::all() {
             cfg(w).validate().unwrap();
         }
     }
 
     #[test]
     fn bad_values_name_the_flag_and_cap() {
-        type Case = (Box<dyn Fn(&mut LoadConfig)>, &'static str);
+        type Case = (Box<dyn Fn(&mut WorkloadSpec)>, &'static str);
         let cases: Vec<Case> = vec![
             (Box::new(|c| c.connections = 0), "--connections 0"),
             (Box::new(|c| c.depth = 100_000), "cap of 1024"),
@@ -357,12 +127,15 @@ mod tests {
         ];
         for (f, want) in cases {
             let mut c = cfg(Workload::Echo);
-            f(&mut c);
+            f(&mut c.workload);
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains(want), "want '{want}' in: {e}");
         }
         let mut c = cfg(Workload::Churn);
-        c.depth = 2;
+        c.workload.depth = 2;
         assert!(c.validate().unwrap_err().to_string().contains("--depth 2"));
+        let mut c = cfg(Workload::Echo);
+        c.path = "x y".into();
+        assert!(c.validate().unwrap_err().to_string().contains("--path"));
     }
 }

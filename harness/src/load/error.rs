@@ -142,7 +142,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_are_named_like_the_issue_says() {
+    fn kinds_are_named_as_the_report_documents() {
         assert_eq!(
             ClientError::Errno(libc::ECONNREFUSED).to_string(),
             "ECONNREFUSED"

@@ -2,8 +2,8 @@
 //!
 //! One pinned thread per client core, each its own epoll event loop over nonblocking
 //! sockets; closed loop (N connections × depth in flight) or open loop (a constant rate
-//! with per-connection send schedules, latency corrected for coordinated omission); five
-//! workloads (echo, http, churn, stream, idle); HDR histograms; and self-validation in
+//! with per-connection send schedules, latency corrected for coordinated omission); the
+//! workloads of `workloads/`, one plug-in each; HDR histograms; and self-validation in
 //! every result (achieved vs target rate, schedule lag, client CPU and `client_bound`,
 //! connections established, errors by kind).
 //!
@@ -11,7 +11,7 @@
 //! ```no_run
 //! use harness::load::{run_load, LoadConfig, Workload};
 //! let mut cfg = LoadConfig::new("127.0.0.1:8080".parse().unwrap(), Workload::Http);
-//! cfg.connections = 64;
+//! cfg.workload.connections = 64;
 //! let report = run_load(&cfg)?;
 //! println!("{}", report.summary());
 //! # Ok::<(), harness::load::LoadError>(())
@@ -23,10 +23,12 @@ mod engine;
 mod error;
 mod histogram;
 mod json;
+mod merge;
 mod report;
+mod spec;
 mod sys;
 mod worker;
-mod workloads;
+pub mod workloads;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -36,10 +38,7 @@ use anyhow::Context;
 use clap::Args;
 
 pub use backend_api::StopSignal;
-pub use config::{
-    LoadConfig, Workload, MAX_CONNECTIONS, MAX_DEPTH, MAX_DURATION, MAX_IDLE, MAX_INFLIGHT_BYTES,
-    MAX_RATE, MAX_SIZE, MAX_WARMUP,
-};
+pub use config::{LoadConfig, FD_MARGIN};
 pub use engine::{run_load, run_load_observed, run_load_until, WindowObserver, ENGINE};
 pub use error::{errno_name, ClientError, LoadError};
 pub use histogram::{fmt_ns, LatencySummary, NsHistogram, SerializedHistogram, HDR_ENCODING};
@@ -48,8 +47,13 @@ pub use report::{
     ClientCost, ConnectionCounts, Flag, IdleReport, LoadReport, ReportConfig, RequestCounts,
     ScheduleCheck, ThreadReport, Throughput, WireTotals, CLIENT_BOUND_BUSY, SCHEMA_VERSION,
 };
+pub use spec::{
+    WorkloadSpec, MAX_CONNECTIONS, MAX_DEPTH, MAX_DURATION, MAX_IDLE, MAX_INFLIGHT_BYTES, MAX_RATE,
+    MAX_SIZE, MAX_WARMUP,
+};
 #[doc(hidden)]
 pub use workloads::http::replies_for_fuzzing;
+pub use workloads::Workload;
 
 /// Options of `harness load`.
 #[derive(Debug, Args)]
@@ -57,8 +61,8 @@ pub struct LoadArgs {
     /// Server to load: IP:PORT or HOST:PORT.
     #[arg(long)]
     pub target: String,
-    /// Traffic: echo, http, churn, stream or idle.
-    #[arg(long)]
+    /// Traffic.
+    #[arg(long, value_enum)]
     pub workload: Workload,
     /// Active connections (churn: concurrent connection slots) [default: 64; stream 4;
     /// churn 50].
@@ -145,34 +149,36 @@ impl LoadArgs {
     pub fn to_config(&self) -> anyhow::Result<LoadConfig> {
         let target = resolve(&self.target)?;
         let w = self.workload;
-        let mut cfg = LoadConfig::new(target, w);
-        cfg.host = self.host.clone().unwrap_or_else(|| self.target.clone());
-        cfg.path = self.path.clone();
+        let mut spec = WorkloadSpec::new(w);
         if let Some(n) = self.connections {
-            cfg.connections = n;
+            spec.connections = n;
         }
         if let Some(d) = self.depth {
-            cfg.depth = d;
+            spec.depth = d;
         }
         if let Some(s) = self.size {
             anyhow::ensure!(
                 w.uses_size(),
-                "--size applies to --workload echo, stream and idle, not {w}"
+                "--size applies to --workload {}, not {w}",
+                spec::names_where(|f| f.sized)
             );
-            cfg.size = s;
+            spec.size = s;
         }
-        cfg.rate = self.rate;
-        cfg.duration = secs("duration", self.duration)?;
-        cfg.warmup = secs("warmup", self.warmup)?;
+        spec.rate = self.rate;
+        spec.duration = secs("duration", self.duration)?;
+        spec.warmup = secs("warmup", self.warmup)?;
+        if let Some(m) = self.idle {
+            spec.idle = m;
+        }
+        spec.requests = self.requests;
+        let mut cfg = LoadConfig::of(target, spec);
+        cfg.host = self.host.clone().unwrap_or_else(|| self.target.clone());
+        cfg.path = self.path.clone();
         cfg.connect_timeout = secs("connect-timeout", self.connect_timeout)?;
         cfg.drain_timeout = secs("drain", self.drain)?;
         if let Some(list) = &self.cores {
             cfg.cores = crate::cores::parse_core_list(list)?;
         }
-        if let Some(m) = self.idle {
-            cfg.idle = m;
-        }
-        cfg.requests = self.requests;
         cfg.validate()?;
         Ok(cfg)
     }

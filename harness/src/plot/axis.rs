@@ -330,56 +330,14 @@ fn nice_step(raw: f64) -> f64 {
     base * 10.0
 }
 
+pub(crate) use crate::analysis::{fmt_si, fmt_sig, fmt_us};
+
 /// `v` in `unit`.
 pub(crate) fn fmt_unit(unit: Unit, v: f64) -> String {
     match unit {
         Unit::Si => fmt_si(v),
         Unit::Micros => fmt_us(v),
         Unit::Plain => fmt_sig(v, 3),
-    }
-}
-
-/// Up to `sig` significant digits, trailing zeros dropped: 0.25, 1.5, 12.5, 1500.
-pub(crate) fn fmt_sig(v: f64, sig: i32) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return if v.is_finite() {
-            "0".to_string()
-        } else {
-            "–".to_string()
-        };
-    }
-    let decimals = (sig - 1 - v.abs().log10().floor() as i32).max(0) as usize;
-    let s = format!("{v:.decimals$}");
-    if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        s
-    }
-}
-
-/// 950, 1.2k, 40k, 1.5M, 2G.
-pub(crate) fn fmt_si(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e9 {
-        format!("{}G", fmt_sig(v / 1e9, 3))
-    } else if a >= 1e6 {
-        format!("{}M", fmt_sig(v / 1e6, 3))
-    } else if a >= 1e3 {
-        format!("{}k", fmt_sig(v / 1e3, 3))
-    } else {
-        fmt_sig(v, 3)
-    }
-}
-
-/// Microseconds as µs, ms or s.
-pub(crate) fn fmt_us(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e6 {
-        format!("{} s", fmt_sig(v / 1e6, 3))
-    } else if a >= 1e3 {
-        format!("{} ms", fmt_sig(v / 1e3, 3))
-    } else {
-        format!("{} µs", fmt_sig(v, 3))
     }
 }
 

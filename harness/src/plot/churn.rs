@@ -3,10 +3,10 @@
 
 use super::axis::{Axis, Unit};
 use super::common::{bar_values, category_bars, category_labels, short_shape_in, standard_keys};
-use super::data::{
+use super::figure::{ChartKind, Figure, KeyItem, Panel, Segment};
+use crate::analysis::{
     connect_p50, connect_p99, conns_per_s, describe_repeats, describe_timing, Index, Shape,
 };
-use super::figure::{ChartKind, Figure, KeyItem, Panel, Segment};
 use crate::results::{Cell, WorkloadKind};
 
 /// Connections per second; the request rate when the generator did not report it

@@ -1,8 +1,9 @@
 //! Pieces every chart builder shares: lines over a parameter sweep, bars over workload
 //! categories, the words for cores and categories, and the legend keys.
 
-use super::data::{fmt_bytes, Group, Index, Shape};
 use super::figure::{bar_span, Bar, KeyItem, Line, Markers, Point, Segment};
+pub(crate) use crate::analysis::short_shape_in;
+use crate::analysis::{fmt_bytes, fmt_conns, Group, Index, Shape};
 use crate::results::{Cell, WorkloadKind};
 
 /// Legend text for hollow markers.
@@ -184,7 +185,7 @@ pub(crate) fn category_labels(shapes: &[Shape]) -> Vec<String> {
                 parts.push(format!("depth {}", s.depth));
             }
             if conns_vary || parts.is_empty() && !idle && !rate && !cores {
-                parts.push(conns(s.connections));
+                parts.push(fmt_conns(s.connections));
             }
             if idle {
                 parts.push(format!("{} idle", super::axis::fmt_si(f64::from(s.idle))));
@@ -208,7 +209,7 @@ pub(crate) fn shape_slug(s: &Shape, with_conns: bool) -> String {
     let mut slug = s.kind.as_str().to_string();
     if s.sized() {
         slug.push('-');
-        slug.push_str(&super::data::slug_bytes(s.size));
+        slug.push_str(&crate::analysis::slug_bytes(s.size));
     }
     if s.kind != WorkloadKind::Churn {
         slug.push_str(&format!("-d{}", s.depth));
@@ -232,42 +233,4 @@ pub(crate) fn cores_slug(index: &Index<'_>, s: &Shape) -> String {
         out.push_str(&format!("-k{}", s.client_cores));
     }
     out
-}
-
-/// A shape in a few words, for notes: "64 B, 256 conns"; the core counts when they differ
-/// from the run's own layout.
-pub(crate) fn short_shape_in(index: &Index<'_>, s: &Shape) -> String {
-    let mut out = short_shape(s);
-    if s.server_cores != index.default_cores.0 {
-        out.push_str(&format!(", {} server cores", s.server_cores));
-    }
-    if s.client_cores != index.default_cores.1 {
-        out.push_str(&format!(", {} client cores", s.client_cores));
-    }
-    out
-}
-
-/// A shape in a few words: "64 B, 256 conns".
-pub(crate) fn short_shape(s: &Shape) -> String {
-    let mut parts = Vec::new();
-    if s.sized() {
-        parts.push(fmt_bytes(s.size));
-    }
-    if s.depth != 1 && s.kind != WorkloadKind::Churn {
-        parts.push(format!("depth {}", s.depth));
-    }
-    parts.push(conns(s.connections));
-    if s.idle > 0 {
-        parts.push(format!("{} idle", super::axis::fmt_si(f64::from(s.idle))));
-    }
-    if let Some(r) = s.rate() {
-        parts.push(format!("{} req/s", super::axis::fmt_si(r)));
-    }
-    parts.join(", ")
-}
-
-/// "1 conn", "64 conns", "10k conns".
-fn conns(n: u32) -> String {
-    let plural = if n == 1 { "" } else { "s" };
-    format!("{} conn{plural}", super::axis::fmt_si(f64::from(n)))
 }

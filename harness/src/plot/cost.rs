@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use super::axis::{Axis, Unit};
 use super::common::{bar_values, category_bars, category_labels, short_shape_in, standard_keys};
-use super::data::{
+use super::figure::{ChartKind, Figure, KeyItem, Panel, Segment};
+use crate::analysis::{
     cpu_sys, cpu_total, cpu_user, ctx_switches, describe_repeats, describe_timing, syscalls, Index,
     Shape,
 };
-use super::figure::{ChartKind, Figure, KeyItem, Panel, Segment};
 use crate::results::WorkloadKind;
 
 /// Closed-loop shapes by kind, each kind's shapes sorted, at the run's core layout when
@@ -37,13 +37,7 @@ fn by_kind(index: &Index<'_>) -> BTreeMap<WorkloadKind, Vec<Shape>> {
 }
 
 fn kind_title(kind: WorkloadKind) -> &'static str {
-    match kind {
-        WorkloadKind::Echo => "echo",
-        WorkloadKind::Http => "HTTP GET keep-alive",
-        WorkloadKind::Churn => "churn (a new connection per request)",
-        WorkloadKind::Stream => "stream",
-        WorkloadKind::Idle => "idle sweep (active echo beside idle connections)",
-    }
+    kind.facts().title
 }
 
 fn subtitle(index: &Index<'_>, shapes: &[Shape], extra: &str) -> String {

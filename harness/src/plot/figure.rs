@@ -4,7 +4,7 @@
 
 use super::axis::Axis;
 
-/// The kinds of chart ringside draws (issue 7's list, in order).
+/// The kinds of chart ringside draws, in the order they are listed and drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ChartKind {
     /// 1. Throughput vs connections, per workload and message size / depth.
@@ -26,7 +26,7 @@ pub enum ChartKind {
 }
 
 impl ChartKind {
-    /// Every kind, in the issue's order.
+    /// Every kind, in that order.
     pub const ALL: [ChartKind; 8] = [
         ChartKind::ThroughputVsConnections,
         ChartKind::LatencySpectrum,
@@ -73,7 +73,7 @@ pub struct Figure {
     /// Caveats: cells left out, measurements absent.
     pub notes: Vec<String>,
     /// Workload shapes the chart draws from (the report links charts to its tables).
-    pub(crate) shapes: Vec<super::data::Shape>,
+    pub(crate) shapes: Vec<crate::analysis::Shape>,
 }
 
 /// One set of axes.

@@ -9,11 +9,11 @@ use super::axis::{Axis, Unit};
 use super::common::{
     cores_phrase, cores_slug, line_values, shape_slug, standard_keys, sweep_lines,
 };
-use super::data::{
+use super::figure::{ChartKind, Figure, KeyItem, Panel};
+use crate::analysis::{
     describe_repeats, describe_timing, fmt_bytes, p99, rss_per_conn_kib, slab_per_conn_kib,
     sock_mem_per_conn_kib, throughput, Index, Shape,
 };
-use super::figure::{ChartKind, Figure, KeyItem, Panel};
 use crate::results::WorkloadKind;
 
 /// One figure per idle sweep (same active workload, at least two idle counts).

@@ -9,12 +9,12 @@ use super::axis::{fmt_si, Axis, Unit};
 use super::common::{
     cores_phrase, cores_slug, line_values, shape_slug, standard_keys, sweep_lines, CLIENT_BOUND_KEY,
 };
-use super::data::{
+use super::figure::{ChartKind, Figure, KeyItem, Line, Markers, Panel, Point};
+use super::style::family;
+use crate::analysis::{
     connections, describe_repeats, describe_timing, describe_workload, merged_histogram, p50, p99,
     Index, Shape, Which,
 };
-use super::figure::{ChartKind, Figure, KeyItem, Line, Markers, Panel, Point};
-use super::style::family;
 use crate::results::WorkloadKind;
 
 /// Spectrum resolution: points per nine.
@@ -43,11 +43,11 @@ fn spectrum_points(h: &Histogram<u64>) -> Vec<Point> {
 /// Most backends one spectrum panel shows; more become small multiples.
 const SMALL_MULTIPLES_ABOVE: usize = 5;
 
-/// Backends split into panels: each family of variants (epoll-*, uring-*, tokio-*)
-/// together, the backends without siblings pooled, no panel over
+/// Backends split into panels: each family of variants (the epolls, the io_urings, the
+/// runtimes over epoll) together, the backends without siblings pooled, no panel over
 /// [`SMALL_MULTIPLES_ABOVE`].
 fn small_multiples(backends: &[String]) -> Vec<Vec<String>> {
-    let mut families: Vec<(&str, Vec<String>)> = Vec::new();
+    let mut families: Vec<(backend_api::Family, Vec<String>)> = Vec::new();
     for b in backends {
         let fam = family(b);
         match families.iter_mut().find(|(f, _)| *f == fam) {

@@ -11,7 +11,6 @@ pub(crate) mod axis;
 mod churn;
 pub(crate) mod common;
 mod cost;
-pub(crate) mod data;
 mod draw;
 mod figure;
 mod font;
@@ -171,10 +170,10 @@ pub fn default_out_dir(results_path: &Path) -> PathBuf {
         .join("plots")
 }
 
-/// Every chart the results support, in the order of kinds, with warnings about
+/// Every chart the results support, in the order of [`ChartKind::ALL`], with warnings about
 /// data that had to be left out.
 pub fn plan(results: &ResultsFile) -> (Vec<Figure>, Vec<String>) {
-    let index = data::Index::new(results);
+    let index = crate::analysis::Index::new(results);
     let mut warnings = Vec::new();
     let mut figs = Vec::new();
     figs.extend(throughput::vs_connections(&index));
@@ -394,37 +393,7 @@ pub fn footer(results: &ResultsFile) -> String {
     parts.join(" · ")
 }
 
-/// "0-3,8" for [0, 1, 2, 3, 8]; "none" for an empty list.
-pub(crate) fn fmt_cores(cores: &[usize]) -> String {
-    if cores.is_empty() {
-        return "none".to_string();
-    }
-    let mut v = cores.to_vec();
-    v.sort_unstable();
-    v.dedup();
-    let mut out: Vec<String> = Vec::new();
-    let mut start = v[0];
-    let mut prev = v[0];
-    for &c in &v[1..] {
-        if c == prev + 1 {
-            prev = c;
-            continue;
-        }
-        out.push(range_str(start, prev));
-        start = c;
-        prev = c;
-    }
-    out.push(range_str(start, prev));
-    out.join(",")
-}
-
-fn range_str(a: usize, b: usize) -> String {
-    if a == b {
-        a.to_string()
-    } else {
-        format!("{a}-{b}")
-    }
-}
+pub(crate) use crate::analysis::fmt_cores;
 
 /// `harness plot`.
 pub fn run(args: PlotArgs) -> anyhow::Result<()> {

@@ -1,9 +1,12 @@
 //! One colour and one marker per backend, the same on every chart and in every run, so a
-//! write-up's figures read together. Known backends have fixed entries; a backend added
-//! later gets a deterministic pick from its name (FNV-1a, not the std hasher, whose output
-//! may change between Rust releases): a shade of its family's hue when its name starts
-//! like a known one ("uring-…"), else a colour of its own.
+//! write-up's figures read together. A backend's look comes from what it says of itself
+//! (its [`Family`]) and its place in the registry: the registered backends of a family take
+//! that family's shades in order; a backend found by name beyond those (an io_uring
+//! feature set, a claim variant) takes a shade of its family's hue picked by a stable hash
+//! of its name (FNV-1a, not the std hasher, whose output may change between Rust
+//! releases); an unknown name a colour of its own.
 
+use backend_api::Family;
 use plotters::style::RGBColor;
 
 /// Marker shapes, drawn as polygons so each can be filled or hollow.
@@ -53,28 +56,34 @@ pub struct BackendStyle {
     pub marker: Marker,
 }
 
-/// The fixed table. Variants of one strategy share their family's hue in distinct
-/// shades (the epolls blue, the io_urings orange to red, the tokios purple), every other
-/// backend has a hue of its own, and every pair is at least [`MIN_DISTANCE`] apart in
-/// CIELAB, so no two backends look alike on a chart or in print. No entry is black or
-/// the grid's grey, so a test can tell series from axes by colour.
-const KNOWN: &[(&str, (u8, u8, u8), Marker)] = &[
-    ("epoll-et", (0x08, 0x45, 0x94), Marker::Circle),
-    ("epoll-lt", (0x42, 0x92, 0xC6), Marker::Square),
-    ("uring", (0xB3, 0x30, 0x00), Marker::TriangleUp),
-    ("uring-multishot", (0xF0, 0x7C, 0x0C), Marker::Diamond),
-    ("uring-sqpoll", (0xE8, 0xB0, 0x20), Marker::TriangleDown),
-    ("glommio", (0x1B, 0x9E, 0x5A), Marker::Pentagon),
-    ("tokio", (0x54, 0x27, 0x8F), Marker::Hexagon),
-    ("tokio-tpc", (0xA6, 0x7D, 0xD4), Marker::Star),
-    ("poll", (0x80, 0x80, 0x80), Marker::TriangleLeft),
-    ("blocking", (0xD0, 0x2F, 0x7E), Marker::TriangleRight),
+/// Each family's shades, in registry order: the epolls blue, the io_urings orange to
+/// red, the runtime over io_uring green, the runtimes over epoll purple, the rest grey and
+/// magenta. Every pair is at least [`MIN_DISTANCE`] apart in CIELAB, so no two backends look
+/// alike on a chart or in print. No entry is black or the grid's grey, so a test can tell
+/// series from axes by colour.
+fn palette(family: Family) -> &'static [(u8, u8, u8)] {
+    match family {
+        Family::Epoll => &[(0x08, 0x45, 0x94), (0x42, 0x92, 0xC6)],
+        Family::IoUring => &[(0xB3, 0x30, 0x00), (0xF0, 0x7C, 0x0C), (0xE8, 0xB0, 0x20)],
+        Family::IoUringRuntime => &[(0x1B, 0x9E, 0x5A)],
+        Family::EpollRuntime => &[(0x54, 0x27, 0x8F), (0xA6, 0x7D, 0xD4)],
+        Family::Other => &[(0x80, 0x80, 0x80), (0xD0, 0x2F, 0x7E)],
+    }
+}
+
+#[cfg(test)]
+const FAMILIES: [Family; 5] = [
+    Family::Epoll,
+    Family::IoUring,
+    Family::IoUringRuntime,
+    Family::EpollRuntime,
+    Family::Other,
 ];
 
-/// Smallest CIELAB distance (ΔE*76) between any two fixed colours.
+/// Smallest CIELAB distance (ΔE*76) between any two registered backends' colours.
 pub const MIN_DISTANCE: f64 = 20.0;
 
-/// Colours for backends of no known family: distinct from every fixed entry.
+/// Colours for backends of no known family: distinct from every palette entry.
 const FALLBACK: &[(u8, u8, u8)] = &[
     (0x17, 0xBE, 0xCF),
     (0x6B, 0x3A, 0x1E),
@@ -86,27 +95,31 @@ const FALLBACK: &[(u8, u8, u8)] = &[
     (0x00, 0x3C, 0x30),
 ];
 
-/// A variant's family: the name up to its first '-' ("uring" for "uring-zerocopy").
-pub fn family(name: &str) -> &str {
-    name.split('-').next().unwrap_or(name)
-}
-
-/// The style of backend `name`: fixed for known names; a new variant of a known family
-/// gets that family's hue in a shade picked by a stable hash of its name; anything else
-/// a stable hash pick.
+/// The style of backend `name`: a registered backend takes its family's next shade and
+/// the marker of its registry position, so its look never depends on which backends a
+/// run measured; a backend the registry finds by name beyond those, a hashed shade of its
+/// family's hue; anything else a stable hash pick.
 pub fn backend_style(name: &str) -> BackendStyle {
-    if let Some(&(_, (r, g, b), marker)) = KNOWN.iter().find(|(n, _, _)| *n == name) {
-        return BackendStyle {
-            color: RGBColor(r, g, b),
-            marker,
-        };
+    let all = crate::registry::all();
+    if let Some(pos) = all.iter().position(|b| b.name() == name) {
+        let family = all[pos].traits().family;
+        let nth = all[..pos]
+            .iter()
+            .filter(|b| b.traits().family == family)
+            .count();
+        if let (Some(&(r, g, b)), Some(&marker)) = (palette(family).get(nth), MARKERS.get(pos)) {
+            return BackendStyle {
+                color: RGBColor(r, g, b),
+                marker,
+            };
+        }
     }
     let h = fnv1a(name.as_bytes());
     let marker = MARKERS[((h >> 32) % MARKERS.len() as u64) as usize];
-    let fam = family(name);
-    if let Some(&(_, (r, g, b), _)) = KNOWN.iter().find(|(n, _, _)| family(n) == fam) {
+    if let Ok(b) = crate::registry::find(name) {
+        let (r, g, bl) = palette(b.traits().family)[0];
         return BackendStyle {
-            color: family_shade(RGBColor(r, g, b), h),
+            color: family_shade(RGBColor(r, g, bl), h),
             marker,
         };
     }
@@ -115,6 +128,14 @@ pub fn backend_style(name: &str) -> BackendStyle {
         color: RGBColor(r, g, b),
         marker,
     }
+}
+
+/// The family backend `name` belongs to, as the backend says of itself; `Other` for a
+/// name the registry does not know.
+pub fn family(name: &str) -> Family {
+    crate::registry::find(name)
+        .map(|b| b.traits().family)
+        .unwrap_or_default()
 }
 
 /// One of five shades of `base`'s hue, from darker to lighter, chosen by `h`.
@@ -225,24 +246,50 @@ impl Marker {
 mod tests {
     use super::*;
 
+    fn registered() -> Vec<(String, RGBColor)> {
+        crate::registry::all()
+            .iter()
+            .map(|b| (b.name().to_string(), backend_style(b.name()).color))
+            .collect()
+    }
+
     #[test]
     fn known_backends_are_distinct_and_fixed() {
-        let styles: Vec<_> = KNOWN.iter().map(|(n, _, _)| backend_style(n)).collect();
+        let styles: Vec<_> = crate::registry::all()
+            .iter()
+            .map(|b| backend_style(b.name()))
+            .collect();
         for (i, a) in styles.iter().enumerate() {
             for b in &styles[i + 1..] {
                 assert_ne!(a.color, b.color);
-                assert_ne!(a.marker, b.marker);
             }
         }
+        // Pinned: a change here recolours every published chart of that backend.
         assert_eq!(hex(backend_style("epoll-et").color), "#084594");
-        assert_eq!(backend_style("uring").marker, Marker::TriangleUp);
+        assert_eq!(hex(backend_style("uring").color), "#B33000");
     }
 
     #[test]
     fn every_pair_of_backends_is_distinguishable() {
-        for (i, (a, ca, _)) in KNOWN.iter().enumerate() {
-            for (b, cb, _) in &KNOWN[i + 1..] {
-                let d = distance(RGBColor(ca.0, ca.1, ca.2), RGBColor(cb.0, cb.1, cb.2));
+        let all = registered();
+        for (i, (a, ca)) in all.iter().enumerate() {
+            for (b, cb) in &all[i + 1..] {
+                // Beyond its family's palette a backend takes a hashed shade, which only
+                // has to stay in the family's hue.
+                let within = |n: &str| {
+                    let b = crate::registry::find(n).unwrap();
+                    let fam = b.traits().family;
+                    let nth = crate::registry::all()
+                        .iter()
+                        .take_while(|x| x.name() != n)
+                        .filter(|x| x.traits().family == fam)
+                        .count();
+                    nth < palette(fam).len()
+                };
+                if !within(a) || !within(b) {
+                    continue;
+                }
+                let d = distance(*ca, *cb);
                 assert!(d >= MIN_DISTANCE, "{a} and {b} are only {d:.1} apart");
             }
         }
@@ -270,18 +317,24 @@ mod tests {
             let d = (x - y).rem_euclid(360.0);
             d.min(360.0 - d)
         };
-        for (fam, max_spread) in [("epoll", 15.0), ("uring", 30.0), ("tokio", 10.0)] {
-            let base = backend_style(fam_base(fam)).color;
-            for (n, _, _) in KNOWN.iter().filter(|(n, _, _)| family(n) == fam) {
-                let c = backend_style(n).color;
-                assert!(
-                    close(hue(c), hue(base)) <= max_spread,
-                    "{n} left the {fam} hue"
-                );
+        for (base, variants, max_spread) in [
+            (
+                "epoll-et",
+                &["epoll-lt", "epoll-toggle", "epoll-lt-me16"][..],
+                15.0,
+            ),
+            (
+                "uring",
+                &["uring-multishot", "uring+single", "uring+single+defer"][..],
+                30.0,
+            ),
+            ("tokio", &["tokio-tpc"][..], 10.0),
+        ] {
+            let b = hue(backend_style(base).color);
+            for v in variants {
+                let c = hue(backend_style(v).color);
+                assert!(close(c, b) <= max_spread, "{v} left {base}'s hue");
             }
-            // A variant added later lands in the family too.
-            let new = backend_style(&format!("{fam}-newvariant")).color;
-            assert!(close(hue(new), hue(base)) <= max_spread, "{fam}-newvariant");
         }
         // Different families stay apart.
         let (e, u, t) = (
@@ -292,35 +345,24 @@ mod tests {
         assert!(close(e, u) > 90.0 && close(e, t) > 40.0 && close(u, t) > 90.0);
     }
 
-    fn fam_base(fam: &str) -> &'static str {
-        KNOWN
-            .iter()
-            .find(|(n, _, _)| family(n) == fam)
-            .map(|(n, _, _)| *n)
-            .unwrap()
-    }
-
     #[test]
-    fn unknown_backends_hash_stably_off_the_fixed_table() {
+    fn unknown_backends_hash_stably_off_the_palettes() {
         let a = backend_style("my-new-backend");
         assert_eq!(a, backend_style("my-new-backend"));
         // Pinned: a change here recolours every published chart of that backend.
         assert_eq!(fnv1a(b"my-new-backend"), 0x535d_8aef_b80e_28f9);
         assert_eq!(a.color, RGBColor(0x6B, 0x3A, 0x1E));
         assert_eq!(a.marker, Marker::Diamond);
-        for (_, (r, g, b), _) in KNOWN {
+        for (r, g, b) in FAMILIES.iter().flat_map(|f| palette(*f)) {
             assert_ne!(a.color, RGBColor(*r, *g, *b));
         }
     }
 
     #[test]
     fn no_backend_colour_is_black_or_white() {
-        for (_, c, _) in KNOWN {
+        for c in FAMILIES.iter().flat_map(|f| palette(*f)).chain(FALLBACK) {
             assert_ne!(*c, (0, 0, 0));
             assert_ne!(*c, (255, 255, 255));
-        }
-        for c in FALLBACK {
-            assert_ne!(*c, (0, 0, 0));
         }
     }
 }

@@ -8,11 +8,11 @@ use super::common::{
     bar_values, category_bars, category_labels, cores_phrase, cores_slug, line_values, shape_slug,
     standard_keys, sweep_lines,
 };
-use super::data::{
+use super::figure::{ChartKind, Figure, Panel, Segment};
+use crate::analysis::{
     connections, describe_repeats, describe_timing, describe_workload, throughput,
     throughput_label, Index, Shape,
 };
-use super::figure::{ChartKind, Figure, Panel, Segment};
 use crate::results::WorkloadKind;
 
 fn y_unit(kind: WorkloadKind) -> Unit {

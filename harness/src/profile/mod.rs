@@ -274,7 +274,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     }
     let connections = args
         .connections
-        .unwrap_or_else(|| args.workload.default_connections());
+        .unwrap_or_else(|| args.workload.facts().defaults.connections);
     if connections > MAX_PROFILE_CONNECTIONS {
         bail!("--connections {connections}: profiles take at most {MAX_PROFILE_CONNECTIONS}");
     }
@@ -295,7 +295,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         workload: args.workload,
         connections,
         depth: args.depth,
-        size: args.size.unwrap_or_else(|| args.workload.default_size()),
+        size: args.size.unwrap_or_else(|| args.workload.facts().defaults.size),
         rate: args.rate,
         warmup_s: args.warmup,
         duration_s: args.duration,
@@ -419,11 +419,7 @@ pub fn plan_for_compare(
     for c in cells {
         let w = &c.workload;
         let Some(rate) = w.rate else { continue };
-        let workload: crate::load::Workload = w
-            .kind
-            .as_str()
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))?;
+        let workload = w.kind;
         if matches!(
             workload,
             crate::load::Workload::Stream | crate::load::Workload::Idle
@@ -432,12 +428,12 @@ pub fn plan_for_compare(
         }
         let shape = LoadShape {
             workload,
-            connections: w.connections as usize,
-            depth: w.depth as usize,
-            size: w.size as usize,
+            connections: w.connections,
+            depth: w.depth,
+            size: w.size,
             rate,
-            warmup_s: w.warmup_s.min(2.0),
-            duration_s: w.duration_s.min(5.0),
+            warmup_s: w.warmup.as_secs_f64().min(2.0),
+            duration_s: w.duration.as_secs_f64().min(5.0),
             server_cores: server_cores.to_vec(),
             client_cores: client_cores.to_vec(),
         };

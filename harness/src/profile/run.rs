@@ -166,12 +166,12 @@ fn thread_names(pid: u32) -> Vec<String> {
 
 fn load_config(shape: &LoadShape, addr: SocketAddr) -> LoadConfig {
     let mut cfg = LoadConfig::new(addr, shape.workload);
-    cfg.connections = shape.connections;
-    cfg.depth = shape.depth;
-    cfg.size = shape.size;
-    cfg.rate = Some(shape.rate);
-    cfg.duration = Duration::from_secs_f64(shape.duration_s);
-    cfg.warmup = Duration::from_secs_f64(shape.warmup_s);
+    cfg.workload.connections = shape.connections;
+    cfg.workload.depth = shape.depth;
+    cfg.workload.size = shape.size;
+    cfg.workload.rate = Some(shape.rate);
+    cfg.workload.duration = Duration::from_secs_f64(shape.duration_s);
+    cfg.workload.warmup = Duration::from_secs_f64(shape.warmup_s);
     cfg.cores = shape.client_cores.clone();
     cfg
 }
@@ -269,7 +269,6 @@ pub fn drive_backend(perf: &Perf, job: &Job<'_>) -> anyhow::Result<Driven> {
         backend: job.backend.to_string(),
         service: job.shape.workload.service().as_str().to_string(),
         cores: crate::cores::format_core_list(&job.shape.server_cores),
-        extra_args: Vec::new(),
         env: job.server_env.to_vec(),
     };
     let mut server = ServerProcess::start(&spec, Duration::from_secs(15))

@@ -217,7 +217,7 @@ fn events_per_wait(c: &Cell) -> Option<f64> {
 fn whole_run_requests(c: &Cell) -> Option<f64> {
     let s = c.server.as_ref()?.stats?;
     (c.workload.kind == WorkloadKind::Echo && c.workload.size > 0 && s.bytes_in > 0)
-        .then(|| s.bytes_in as f64 / f64::from(c.workload.size))
+        .then(|| s.bytes_in as f64 / c.workload.size as f64)
 }
 
 /// `epoll_ctl` calls per request (echo cells only).
@@ -405,7 +405,7 @@ fn claim_max_events(v: &View<'_>) -> Option<Row> {
     }
     let mut parts = Vec::new();
     let mut capped = true;
-    let mut spread_at_most = None::<(u32, f64)>;
+    let mut spread_at_most = None::<(usize, f64)>;
     for g in &groups {
         let conns = v
             .cells
@@ -454,8 +454,8 @@ fn claim_max_events(v: &View<'_>) -> Option<Row> {
 }
 
 /// Idle groups of `backends`, in run order, with their idle count.
-fn idle_points(v: &View<'_>, backends: &[&str]) -> Vec<(u32, String)> {
-    let mut points: Vec<(u32, String)> = Vec::new();
+fn idle_points(v: &View<'_>, backends: &[&str]) -> Vec<(usize, String)> {
+    let mut points: Vec<(usize, String)> = Vec::new();
     for c in v.all {
         if c.workload.kind != WorkloadKind::Idle || points.iter().any(|(_, g)| *g == c.group) {
             continue;
@@ -464,7 +464,7 @@ fn idle_points(v: &View<'_>, backends: &[&str]) -> Vec<(u32, String)> {
             .iter()
             .all(|b| v.all.iter().any(|x| x.group == c.group && x.backend == *b))
         {
-            points.push((c.workload.idle.unwrap_or(0), c.group.clone()));
+            points.push((c.workload.idle, c.group.clone()));
         }
     }
     points.sort();
@@ -535,7 +535,7 @@ fn claim_select(v: &View<'_>) -> Option<Row> {
 /// Claim 7: epoll-lt costs what poll costs with few connections, less with many idle.
 fn claim_lt_like_poll(v: &View<'_>) -> Option<Row> {
     let points = idle_points(v, &["poll", "epoll-lt"]);
-    let both: Vec<(u32, f64, f64)> = points
+    let both: Vec<(usize, f64, f64)> = points
         .iter()
         .filter_map(|(idle, g)| {
             Some((
@@ -633,7 +633,7 @@ mod tests {
                     c.group = group.to_string();
                     c.backend = backend.to_string();
                     c.workload.kind = kind;
-                    c.workload.idle = idle;
+                    c.workload.idle = idle.unwrap_or(0) as usize;
                     c.workload.size = 64;
                     let s = c.server.as_mut().unwrap();
                     s.cpu_user_us_per_req = cpu_us / 2.0;
@@ -793,7 +793,7 @@ mod tests {
         // select at 18000 idle: unsupported by design.
         let mut unsupported = r.cells[7].clone();
         unsupported.group = "idle-18000".to_string();
-        unsupported.workload.idle = Some(18000);
+        unsupported.workload.idle = 18000;
         unsupported.status = CellStatus::Unsupported {
             reason: "needs 18004 connections: select(2) cannot watch descriptors at or above \
                      FD_SETSIZE (1024)"

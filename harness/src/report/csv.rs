@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::plot::data::{is_ok, status_reason, status_word};
+use crate::analysis::{is_ok, status_reason, status_word};
 use crate::results::{Cell, Percentiles, ResultsFile};
 
 const COLUMNS: &[&str] = &[
@@ -118,9 +118,13 @@ fn row(c: &Cell) -> Vec<String> {
         w.depth.to_string(),
         w.size.to_string(),
         of(w.rate),
-        w.idle.map(|i| i.to_string()).unwrap_or_default(),
-        f(w.duration_s),
-        f(w.warmup_s),
+        if w.kind.facts().holds_idle {
+            w.idle.to_string()
+        } else {
+            String::new()
+        },
+        f(w.duration.as_secs_f64()),
+        f(w.warmup.as_secs_f64()),
         c.repeat.to_string(),
         cores(&c.server_cores),
         cores(&c.client_cores),

@@ -11,7 +11,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 
 use crate::plot::common::{cores_slug, shape_slug};
-use crate::plot::data::{decode_histogram, is_ok, Index, Shape};
+use crate::analysis::{decode_histogram, is_ok, Index, Shape};
 use crate::results::ResultsFile;
 
 /// Ticks per half distance to 100%: the resolution HdrHistogram and wrk2 print with.

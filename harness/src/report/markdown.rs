@@ -4,13 +4,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::plot::axis::{fmt_si, fmt_us};
-use crate::plot::common::short_shape_in;
-use crate::plot::data::{
-    self, cpu_sys, cpu_total, cpu_user, ctx_switches, describe_workload, fmt_bytes, p99,
-    status_reason, status_word, syscalls, Group, Index, Shape,
+use crate::analysis::{
+    self, cpu_sys, cpu_total, cpu_user, ctx_switches, describe_workload, fmt_bytes, fmt_cores,
+    fmt_si, fmt_us, p99, short_shape_in, status_reason, status_word, syscalls, Group, Index, Shape,
 };
-use crate::plot::{fmt_cores, plan, Figure};
+use crate::plot::{plan, Figure};
 use crate::results::{Cell, ResultsFile, RunState, WorkloadKind};
 
 /// Where the report's chart links point.
@@ -222,7 +220,7 @@ fn plain(v: f64) -> String {
     if v.abs() >= 100.0 {
         format!("{v:.0}")
     } else {
-        crate::plot::axis::fmt_sig(v, 3)
+        analysis::fmt_sig(v, 3)
     }
 }
 
@@ -255,7 +253,7 @@ fn table(
     }
     if let Some(first) = shapes.first() {
         if !varies(&|s| u64::from(s.connections)) {
-            common.push(data::connections(first.connections));
+            common.push(analysis::connections(first.connections));
         }
         if !varies(&|s| s.rate_milli.unwrap_or(0)) {
             common.push(match first.rate() {
@@ -269,7 +267,7 @@ fn table(
             common.push(format!("server cores: {}", first.server_cores));
         }
     }
-    common.extend(data::describe_timing(index, shapes));
+    common.extend(analysis::describe_timing(index, shapes));
     let _ = writeln!(md, "{}\n", common.join(" · "));
 
     let mut cols: Vec<Column> = Vec::new();
@@ -354,15 +352,17 @@ fn table(
     cols.push(col("ctx sw/req", |g| stat_text(g, ctx_switches, num)));
     if kinds.contains(&WorkloadKind::Churn) {
         cols.push(col("connect p99", |g| {
-            stat_text(g, data::connect_p99, fmt_us)
+            stat_text(g, analysis::connect_p99, fmt_us)
         }));
     }
     if kinds.contains(&WorkloadKind::Idle) {
         cols.push(col("RSS/conn", |g| {
-            stat_text(g, data::rss_per_conn_kib, |v| format!("{} KiB", num(v)))
+            stat_text(g, analysis::rss_per_conn_kib, |v| format!("{} KiB", num(v)))
         }));
         cols.push(col("kernel slab/conn", |g| {
-            stat_text(g, data::slab_per_conn_kib, |v| format!("{} KiB", num(v)))
+            stat_text(g, analysis::slab_per_conn_kib, |v| {
+                format!("{} KiB", num(v))
+            })
         }));
     }
     cols.push(Column {
@@ -441,7 +441,7 @@ fn req_s(c: &Cell) -> Option<f64> {
 }
 
 fn failures(md: &mut String, index: &Index<'_>, r: &ResultsFile) {
-    let bad: Vec<&Cell> = r.cells.iter().filter(|c| !data::is_ok(c)).collect();
+    let bad: Vec<&Cell> = r.cells.iter().filter(|c| !analysis::is_ok(c)).collect();
     md.push_str("## Failed and unsupported cells\n\n");
     if bad.is_empty() {
         md.push_str("None: every cell measured.\n\n");

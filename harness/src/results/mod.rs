@@ -5,12 +5,14 @@
 //! the command, each [`Cell`] its workload, cores and repeat, and the raw histograms are
 //! kept so percentiles can be recomputed or merged.
 
+mod upgrade;
 mod write;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::load::{Workload as WorkloadKind, WorkloadSpec};
 pub use write::{claim_results_path, is_disk_full, read_results, write_atomic, write_atomic_via};
 
 /// The JSON Schema of results files, as committed in `harness/schema/results.schema.json`.
@@ -18,8 +20,11 @@ pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(ResultsFile)).unwrap_or_default()
 }
 
-/// Version of this schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of this schema; bumped on any incompatible change. Version 2: a cell's
+/// configuration is its [`WorkloadSpec`] alone (no `load_raw` copy of the load report;
+/// `idle` is 0, not null, where no idle connections were held; `requests` added).
+/// Version 1 files are upgraded on reading (see `upgrade.rs`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One `harness compare` run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -104,7 +109,9 @@ pub struct Manifest {
     pub sysctls: BTreeMap<String, String>,
     /// Resource limits by name ("nofile", "memlock"), as "soft/hard".
     pub rlimits: BTreeMap<String, String>,
-    /// io_uring features probed (opcode or flag → "yes"/"no"/reason).
+    /// The io_uring-based backends this run measured (those whose backend says it is
+    /// io_uring-based), each with what its probe found: "available" or "unsupported: …"
+    /// with the reason (the kernel features and limits it checks).
     pub io_uring: BTreeMap<String, String>,
     /// CPU frequency governor per server/client core, when readable.
     pub cpu_governor: Option<String>,
@@ -164,8 +171,6 @@ pub struct Cell {
     pub client: Option<ClientMeasure>,
     /// Server-side cost over the measured window.
     pub server: Option<ServerCost>,
-    /// The load generator's full report, kept verbatim.
-    pub load_raw: Option<serde_json::Value>,
 }
 
 /// How a cell ended.
@@ -186,68 +191,6 @@ pub enum CellStatus {
         /// Why, recorded instead of a zero.
         reason: String,
     },
-}
-
-/// Workload kinds.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkloadKind {
-    /// Ping-pong echo.
-    Echo,
-    /// HTTP GET keep-alive.
-    Http,
-    /// New connection per request.
-    Churn,
-    /// Bulk full-duplex transfer.
-    Stream,
-    /// Idle connections plus active echo.
-    Idle,
-}
-
-impl WorkloadKind {
-    /// Name as on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::Echo => "echo",
-            WorkloadKind::Http => "http",
-            WorkloadKind::Churn => "churn",
-            WorkloadKind::Stream => "stream",
-            WorkloadKind::Idle => "idle",
-        }
-    }
-}
-
-/// A workload and its parameters, identical for every backend in a cell group.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct WorkloadSpec {
-    /// Which workload.
-    pub kind: WorkloadKind,
-    /// Active connections.
-    pub connections: u32,
-    /// Requests in flight per connection.
-    pub depth: u32,
-    /// Message size in bytes (echo, stream).
-    pub size: u32,
-    /// Open-loop target rate in requests/s; `None` for closed loop.
-    pub rate: Option<f64>,
-    /// Measured duration, seconds.
-    pub duration_s: f64,
-    /// Warmup excluded from every statistic, seconds.
-    pub warmup_s: f64,
-    /// Idle connections held open (idle workload).
-    pub idle: Option<u32>,
 }
 
 /// Latency percentiles in microseconds.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 
-use super::{ResultsFile, SCHEMA_VERSION};
+use super::ResultsFile;
 
 /// Writes `results` to `path` so that readers see either the old or the new file, never a
 /// torn one: write a temp file beside it, fsync, rename over, fsync the directory (so the
@@ -91,22 +91,19 @@ pub fn claim_results_path(dir: &Path, stem: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Reads a results file, checking its schema version.
+/// Reads a results file of this or an earlier schema version.
 pub fn read_results(path: &Path) -> anyhow::Result<ResultsFile> {
     let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    match v.get("schema_version").and_then(|s| s.as_u64()) {
-        Some(n) if n == SCHEMA_VERSION as u64 => {}
-        Some(n) => bail!(
-            "{} has schema version {n}; this harness reads version {SCHEMA_VERSION}",
-            path.display()
-        ),
-        None => bail!(
+    let Some(version) = v.get("schema_version").and_then(|s| s.as_u64()) else {
+        bail!(
             "{} is not a ringside results file (no schema_version)",
             path.display()
-        ),
-    }
+        );
+    };
+    let v = super::upgrade::to_current(v, version)
+        .with_context(|| format!("{} cannot be read", path.display()))?;
     serde_json::from_value(v)
         .with_context(|| format!("{} does not match the results schema", path.display()))
 }

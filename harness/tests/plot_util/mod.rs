@@ -184,7 +184,10 @@ impl Builder {
     fn push(&mut self, spec: Spec) {
         let w = spec.workload.clone();
         let started_at = self.started_at();
-        let wall_s = round(w.duration_s + w.warmup_s + 0.8 + self.rng.unit() * 0.4, 2);
+        let wall_s = round(
+            w.duration.as_secs_f64() + w.warmup.as_secs_f64() + 0.8 + self.rng.unit() * 0.4,
+            2,
+        );
         self.clock_s += wall_s;
         if spec.status != CellStatus::Ok {
             self.cells.push(Cell {
@@ -199,14 +202,13 @@ impl Builder {
                 status: spec.status,
                 client: None,
                 server: None,
-                load_raw: None,
             });
             return;
         }
         let p = personality(spec.backend);
         let rps = round(spec.rps, 1);
-        let requests = (rps * w.duration_s).round() as u64;
-        let in_flight = f64::from(w.connections * w.depth.max(1));
+        let requests = (rps * w.duration.as_secs_f64()).round() as u64;
+        let in_flight = (w.connections * w.depth.max(1)) as f64;
         // Little's law for closed loop; service time plus queueing for open loop.
         let (hist, uncorrected, achieved) = match w.rate {
             None => {
@@ -248,19 +250,19 @@ impl Builder {
             } else {
                 1.0
             }
-            * (1.0 + f64::from(w.size) / 65_536.0)
-            * (1.0 + f64::from(w.idle.unwrap_or(0)) / 400_000.0);
+            * (1.0 + (w.size as f64) / 65_536.0)
+            * (1.0 + (w.idle as f64) / 400_000.0);
         let cpu_user = round(cpu_per_req * (1.0 - p.sys_share), 3);
         let cpu_sys = round(cpu_per_req * p.sys_share, 3);
-        let dur = w.duration_s;
+        let dur = w.duration.as_secs_f64();
         let syscalls_per_req = p.syscalls.map(|s| round(s * self.rng.jitter(1.5), 3));
-        let conns = f64::from(w.connections) + f64::from(w.idle.unwrap_or(0));
+        let conns = (w.connections as f64) + (w.idle as f64);
         let churn = w.kind == WorkloadKind::Churn;
         let connect = churn.then(|| {
             let h = latency(&mut self.rng, 38.0 * p.peak.recip() * 150_000.0, 4.0, 1);
             percentiles(&h)
         });
-        let mbps = round(rps * f64::from(w.size) / 1e6, 2);
+        let mbps = round(rps * (w.size as f64) / 1e6, 2);
         let client = ClientMeasure {
             requests,
             duration_s: dur,
@@ -280,7 +282,8 @@ impl Builder {
             connections_established: conns as u64,
             connect_latency_us: connect,
             connections_per_s: churn.then_some(rps),
-            idle_establish_s: w.idle.map(|m| round(f64::from(m) / 90_000.0, 3)),
+            idle_establish_s: (w.kind == WorkloadKind::Idle)
+                .then(|| round(w.idle as f64 / 90_000.0, 3)),
             errors: BTreeMap::new(),
             engine: "epoll".to_string(),
         };
@@ -322,7 +325,6 @@ impl Builder {
             status: CellStatus::Ok,
             client: Some(client),
             server: Some(server),
-            load_raw: None,
         });
     }
 }
@@ -330,13 +332,14 @@ impl Builder {
 fn workload(kind: WorkloadKind, connections: u32, depth: u32, size: u32) -> WorkloadSpec {
     WorkloadSpec {
         kind,
-        connections,
-        depth,
-        size,
+        connections: connections as usize,
+        depth: depth as usize,
+        size: size as usize,
         rate: None,
-        duration_s: 10.0,
-        warmup_s: 2.0,
-        idle: None,
+        duration: std::time::Duration::from_secs(10),
+        warmup: std::time::Duration::from_secs(2),
+        idle: 0,
+        requests: None,
     }
 }
 
@@ -481,7 +484,7 @@ pub fn fixture() -> ResultsFile {
     for &idle in &[0u32, 1000, 10_000, 50_000] {
         for &be in &BACKENDS {
             let mut w = workload(WorkloadKind::Idle, 64, 1, 64);
-            w.idle = Some(idle);
+            w.idle = idle as usize;
             let decline = 1.0 - f64::from(idle) / 1_000_000.0;
             let mut spec = ok(
                 "idle-sweep",

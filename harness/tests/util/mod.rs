@@ -44,8 +44,8 @@ pub fn epoll_et() -> Arc<dyn Backend> {
 pub fn config(server: &RunningServer, workload: Workload) -> LoadConfig {
     let mut c = LoadConfig::new(server.local_addr(), workload);
     c.cores = vec![client_core()];
-    c.warmup = Duration::from_millis(200);
-    c.duration = Duration::from_secs(1);
+    c.workload.warmup = Duration::from_millis(200);
+    c.workload.duration = Duration::from_secs(1);
     c
 }
 

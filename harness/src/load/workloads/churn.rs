@@ -1,37 +1,85 @@
 //! Churn: one connection per request. Connect (from a spread source address on loopback),
 //! send one GET with `Connection: close`, read the reply and then to EOF, close.
 //!
-//! The reply is parsed by the HTTP parser; this module only owns the request and the rule
+//! The reply is parsed by the HTTP parser; this module owns the request and the rule
 //! that a transaction completes at EOF, not at the end of the reply.
 
-/// The closing GET each churn connection sends.
-pub(crate) fn request(host: &str, path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+use super::http::HttpState;
+use super::{Connect, Defaults, Eof, Facts, Plugin, Sending};
+use crate::load::error::ClientError;
+use crate::load::LoadConfig;
+
+/// The churn workload: the closing GET each connection sends.
+#[derive(Debug)]
+pub(crate) struct Churn {
+    request: Vec<u8>,
 }
 
-/// How a churn transaction that reached EOF ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// A complete reply arrived, then EOF.
-    Complete(Option<crate::load::error::ClientError>),
-    /// EOF came before a complete reply.
-    Cut,
+/// One churn connection: the reply parser, and the reply once it arrived (it counts at EOF).
+#[derive(Debug, Default)]
+pub(crate) struct ChurnConn {
+    http: HttpState,
+    reply: Option<Option<ClientError>>,
 }
 
-/// Decides a transaction's outcome at EOF from the reply recorded earlier (if the reply was
-/// framed by Content-Length) or from the parser (if its body ran to EOF).
-pub(crate) fn at_eof(
-    recorded: Option<Option<crate::load::error::ClientError>>,
-    proto: &mut super::Proto,
-) -> Outcome {
-    if let Some(r) = recorded {
-        return Outcome::Complete(r);
-    }
-    match proto {
-        super::Proto::Http(h) => match h.on_eof() {
-            Ok(true) => Outcome::Complete(h.take_status_error()),
-            _ => Outcome::Cut,
+impl Plugin for Churn {
+    const FACTS: Facts = Facts {
+        title: "churn (a new connection per request)",
+        describe: |_, _| "churn: a new connection per request".to_string(),
+        service: backend_api::Service::Http,
+        connect: Connect::PerRequest,
+        sending: Sending::Requests,
+        sized: false,
+        holds_idle: false,
+        paced: true,
+        defaults: Defaults {
+            connections: 50,
+            depth: 1,
+            size: 0,
+            idle: 0,
         },
-        _ => Outcome::Cut,
+    };
+    type Conn = ChurnConn;
+
+    fn new(cfg: &LoadConfig) -> Churn {
+        Churn {
+            request: format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                cfg.path, cfg.host
+            )
+            .into_bytes(),
+        }
+    }
+
+    fn conn(&self, _seed: u64) -> ChurnConn {
+        ChurnConn::default()
+    }
+
+    fn request(&self, _c: &mut ChurnConn, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.request);
+    }
+
+    fn feed(
+        &self,
+        c: &mut ChurnConn,
+        data: &[u8],
+        _outstanding: usize,
+        _on_reply: impl FnMut(Option<ClientError>),
+    ) -> Result<(), ClientError> {
+        // The reply is recorded, not reported: the transaction completes at EOF.
+        let ChurnConn { http, reply } = c;
+        let outstanding = usize::from(reply.is_none());
+        http.feed(data, outstanding, |err| *reply = Some(err))
+    }
+
+    fn on_eof(&self, c: &mut ChurnConn) -> Result<Eof, ClientError> {
+        if let Some(r) = c.reply.take() {
+            return Ok(Eof::Completed(r));
+        }
+        // A reply framed by the close completes now; anything else was cut.
+        match c.http.on_eof() {
+            Ok(true) => Ok(Eof::Completed(c.http.take_status_error())),
+            _ => Err(ClientError::ShortReply),
+        }
     }
 }

@@ -3,15 +3,21 @@
 //! Message `k` of a connection is the pattern slice starting at `seed + k * STEP`, so a
 //! reply that is shifted, repeated, stale or corrupted never matches.
 
-use super::{Shared, PERIOD};
+use super::{Connect, Defaults, Eof, Facts, Pattern, Plugin, Sending, PERIOD};
+use crate::analysis::fmt_bytes;
 use crate::load::error::ClientError;
+use crate::load::LoadConfig;
 
 /// Distance between the pattern offsets of consecutive messages (coprime with `PERIOD`).
 const STEP: u64 = 131;
 
+/// The echo workload: the pattern its messages come from.
+#[derive(Debug)]
+pub(crate) struct Echo(Pattern);
+
 /// One echo connection.
 #[derive(Debug)]
-pub(crate) struct EchoState {
+pub(crate) struct EchoConn {
     seed: u64,
     /// Messages sent.
     sent: u64,
@@ -21,9 +27,38 @@ pub(crate) struct EchoState {
     offset: usize,
 }
 
-impl EchoState {
-    pub(crate) fn new(seed: u64) -> EchoState {
-        EchoState {
+impl EchoConn {
+    #[inline]
+    fn start_of(&self, k: u64) -> u64 {
+        self.seed + (k % PERIOD as u64) * STEP
+    }
+}
+
+impl Plugin for Echo {
+    const FACTS: Facts = Facts {
+        title: "echo",
+        describe: |size, depth| format!("echo, {} messages, depth {depth}", fmt_bytes(size as u32)),
+        service: backend_api::Service::Echo,
+        connect: Connect::KeepAlive,
+        sending: Sending::Requests,
+        sized: true,
+        holds_idle: false,
+        paced: true,
+        defaults: Defaults {
+            connections: 64,
+            depth: 1,
+            size: 64,
+            idle: 0,
+        },
+    };
+    type Conn = EchoConn;
+
+    fn new(cfg: &LoadConfig) -> Echo {
+        Echo(Pattern::new(cfg.workload.size, cfg.workload.size))
+    }
+
+    fn conn(&self, seed: u64) -> EchoConn {
+        EchoConn {
             seed: seed.wrapping_mul(977) % PERIOD as u64,
             sent: 0,
             received: 0,
@@ -32,37 +67,33 @@ impl EchoState {
     }
 
     #[inline]
-    fn start_of(&self, k: u64) -> u64 {
-        self.seed + (k % PERIOD as u64) * STEP
+    fn request(&self, c: &mut EchoConn, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.0.at(c.start_of(c.sent), self.0.size));
+        c.sent += 1;
     }
 
-    #[inline]
-    pub(crate) fn append_request(&mut self, sh: &Shared, out: &mut Vec<u8>) {
-        out.extend_from_slice(sh.pattern_at(self.start_of(self.sent), sh.size));
-        self.sent += 1;
-    }
-
-    pub(crate) fn feed(
-        &mut self,
-        sh: &Shared,
+    fn feed(
+        &self,
+        c: &mut EchoConn,
         mut data: &[u8],
         mut outstanding: usize,
         mut on_reply: impl FnMut(Option<ClientError>),
     ) -> Result<(), ClientError> {
+        let size = self.0.size;
         while !data.is_empty() {
             if outstanding == 0 {
                 return Err(ClientError::UnsolicitedData);
             }
-            let take = (sh.size - self.offset).min(data.len());
-            let start = (self.start_of(self.received) % PERIOD as u64) as usize + self.offset;
-            if data[..take] != sh.pattern[start..start + take] {
+            let take = (size - c.offset).min(data.len());
+            let start = (c.start_of(c.received) % PERIOD as u64) as usize + c.offset;
+            if data[..take] != self.0.bytes[start..start + take] {
                 return Err(ClientError::EchoMismatch);
             }
             data = &data[take..];
-            self.offset += take;
-            if self.offset == sh.size {
-                self.offset = 0;
-                self.received += 1;
+            c.offset += take;
+            if c.offset == size {
+                c.offset = 0;
+                c.received += 1;
                 outstanding -= 1;
                 on_reply(None);
             }
@@ -70,11 +101,11 @@ impl EchoState {
         Ok(())
     }
 
-    pub(crate) fn on_eof(&mut self) -> Result<bool, ClientError> {
-        if self.offset > 0 {
+    fn on_eof(&self, c: &mut EchoConn) -> Result<Eof, ClientError> {
+        if c.offset > 0 {
             Err(ClientError::ShortReply)
         } else {
-            Ok(false)
+            Ok(Eof::Nothing)
         }
     }
 }
@@ -82,26 +113,26 @@ impl EchoState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::{LoadConfig, Workload};
+    use crate::load::Workload;
 
-    fn shared(size: usize) -> Shared {
+    fn echo(size: usize) -> Echo {
         let mut c = LoadConfig::new("127.0.0.1:1".parse().unwrap(), Workload::Echo);
-        c.size = size;
-        Shared::new(&c)
+        c.workload.size = size;
+        Echo::new(&c)
     }
 
     #[test]
     fn replies_in_pieces_verify_and_corruption_is_caught() {
-        let sh = shared(100);
-        let mut s = EchoState::new(3);
+        let w = echo(100);
+        let mut s = w.conn(3);
         let mut out = Vec::new();
         for _ in 0..3 {
-            s.append_request(&sh, &mut out);
+            w.request(&mut s, &mut out);
         }
-        let mut r = EchoState::new(3);
+        let mut r = w.conn(3);
         let mut n = 0;
         for chunk in out.chunks(7) {
-            r.feed(&sh, chunk, 3 - n, |e| {
+            w.feed(&mut r, chunk, 3 - n, |e| {
                 assert!(e.is_none());
                 n += 1;
             })
@@ -111,17 +142,20 @@ mod tests {
         // A flipped byte, and a stale (repeated) message, are both mismatches.
         let mut bad = out.clone();
         bad[150] ^= 1;
-        let mut r = EchoState::new(3);
-        assert_eq!(r.feed(&sh, &bad, 3, |_| {}), Err(ClientError::EchoMismatch));
-        let mut r = EchoState::new(3);
-        let stale = [&out[..100], &out[..100]].concat();
+        let mut r = w.conn(3);
         assert_eq!(
-            r.feed(&sh, &stale, 3, |_| {}),
+            w.feed(&mut r, &bad, 3, |_| {}),
             Err(ClientError::EchoMismatch)
         );
-        let mut r = EchoState::new(3);
+        let mut r = w.conn(3);
+        let stale = [&out[..100], &out[..100]].concat();
         assert_eq!(
-            r.feed(&sh, &out, 2, |_| {}),
+            w.feed(&mut r, &stale, 3, |_| {}),
+            Err(ClientError::EchoMismatch)
+        );
+        let mut r = w.conn(3);
+        assert_eq!(
+            w.feed(&mut r, &out, 2, |_| {}),
             Err(ClientError::UnsolicitedData)
         );
     }

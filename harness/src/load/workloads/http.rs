@@ -1,7 +1,9 @@
 //! HTTP/1.1 keep-alive GETs, pipelined: replies parsed with `httparse`, framed with
 //! Content-Length (or, on a closing reply, by EOF), counted in order.
 
+use super::{Connect, Defaults, Eof, Facts, Plugin, Sending};
 use crate::load::error::ClientError;
+use crate::load::LoadConfig;
 
 /// Longest reply head accepted before the reply counts as garbled.
 const MAX_HEAD: usize = 64 * 1024;
@@ -9,8 +11,70 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 32;
 
 /// The keep-alive GET every connection sends.
-pub(crate) fn request(host: &str, path: &str) -> Vec<u8> {
+fn request(host: &str, path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
+}
+
+/// The keep-alive HTTP workload: the request every connection sends.
+#[derive(Debug)]
+pub(crate) struct Http {
+    request: Vec<u8>,
+}
+
+impl Plugin for Http {
+    const FACTS: Facts = Facts {
+        title: "HTTP GET keep-alive",
+        describe: |_, depth| format!("HTTP GET keep-alive, depth {depth}"),
+        service: backend_api::Service::Http,
+        connect: Connect::KeepAlive,
+        sending: Sending::Requests,
+        sized: false,
+        holds_idle: false,
+        paced: true,
+        defaults: Defaults {
+            connections: 64,
+            depth: 1,
+            size: 0,
+            idle: 0,
+        },
+    };
+    type Conn = HttpState;
+
+    fn new(cfg: &LoadConfig) -> Http {
+        Http {
+            request: request(&cfg.host, &cfg.path),
+        }
+    }
+
+    fn conn(&self, _seed: u64) -> HttpState {
+        HttpState::default()
+    }
+
+    #[inline]
+    fn request(&self, _c: &mut HttpState, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.request);
+    }
+
+    fn feed(
+        &self,
+        c: &mut HttpState,
+        data: &[u8],
+        outstanding: usize,
+        on_reply: impl FnMut(Option<ClientError>),
+    ) -> Result<(), ClientError> {
+        c.feed(data, outstanding, on_reply)
+    }
+
+    fn on_eof(&self, c: &mut HttpState) -> Result<Eof, ClientError> {
+        Ok(match c.on_eof()? {
+            true => Eof::Completed(c.take_status_error()),
+            false => Eof::Nothing,
+        })
+    }
+
+    fn server_closing(&self, c: &HttpState) -> bool {
+        c.server_closing()
+    }
 }
 
 /// One HTTP connection's reply parser.

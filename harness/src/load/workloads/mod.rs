@@ -1,65 +1,289 @@
-//! The application side of each workload, free of I/O: what a connection sends and how
-//! its replies are checked. The engine moves bytes; these types build requests into the
-//! connection's output buffer and consume replies from the thread's read buffer.
+//! The workloads: one file each, and the one list that registers them ([`workloads!`]).
+//!
+//! A workload is a [`Plugin`]: its [`Facts`] (the service it needs, how it uses
+//! connections, which parameters apply, its defaults), its per-connection state, what it
+//! sends, how it recognises a complete and correct reply, and what EOF means. The worker
+//! (`load/worker/`) moves bytes and keeps time; it knows no workload by name.
 //!
 //! Every reply is checked: echo and stream bytes against the exact bytes sent, HTTP
 //! replies by parsing them (`httparse`) and framing them with Content-Length.
+//!
+//! Adding a workload: a file here implementing [`Plugin`], and one line in the
+//! [`workloads!`] list below.
 
 pub(crate) mod churn;
 pub(crate) mod echo;
 pub(crate) mod http;
 pub(crate) mod idle;
+#[cfg(test)]
+pub(crate) mod lines;
 pub(crate) mod stream;
 
+use serde::{Deserialize, Serialize};
+
 use super::error::ClientError;
-use super::{LoadConfig, Workload};
+use super::LoadConfig;
+
+/// Registers every workload: `Variant = "name" => plugin type`, in the order `--help`,
+/// suites and charts list them. The name is the one used on the command line, in suite
+/// files and in results.
+macro_rules! workloads {
+    ($($(#[doc = $doc:literal])* $(#[cfg($cfg:meta)])? $variant:ident = $name:literal => $plugin:ty,)*) => {
+        /// The traffic a run generates: one variant per file under `load/workloads/`.
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
+            Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+        )]
+        #[schemars(rename = "WorkloadKind")]
+        pub enum Workload {
+            $(
+                $(#[doc = $doc])*
+                $(#[cfg($cfg)] #[serde(skip)])?
+                #[serde(rename = $name)]
+                #[value(name = $name)]
+                $variant,
+            )*
+        }
+
+        impl Workload {
+            /// The name used on the command line, in suites and in results.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($(#[cfg($cfg)])? Workload::$variant => $name,)*
+                }
+            }
+
+            /// What this workload is and which parameters apply to it.
+            pub fn facts(self) -> &'static Facts {
+                match self {
+                    $($(#[cfg($cfg)])? Workload::$variant => &<$plugin as Plugin>::FACTS,)*
+                }
+            }
+
+            /// Calls `visit` with this workload's plug-in type: the one place a run
+            /// dispatches on the workload.
+            pub(crate) fn visit<V: Visit>(self, visit: V) -> V::Out {
+                match self {
+                    $($(#[cfg($cfg)])? Workload::$variant => visit.visit::<$plugin>(),)*
+                }
+            }
+        }
+    };
+}
+
+workloads! {
+    /// Messages of `size` bytes echoed back, every byte verified.
+    Echo = "echo" => echo::Echo,
+    /// HTTP/1.1 GET on keep-alive connections, `depth` pipelined.
+    Http = "http" => http::Http,
+    /// One connection per request: connect, GET with `Connection: close`, read to EOF, close.
+    Churn = "churn" => churn::Churn,
+    /// Bulk full-duplex transfer through an echo server, every byte verified.
+    Stream = "stream" => stream::Stream,
+    /// `idle` connections held open while `connections` active echo connections run.
+    Idle = "idle" => idle::Idle,
+    /// Test only: short text lines echoed back (shows a workload is one file and one line).
+    #[cfg(test)]
+    Lines = "lines" => lines::Lines,
+}
+
+impl Workload {
+    /// Every workload, in the order `--help` lists them.
+    pub fn all() -> &'static [Workload] {
+        <Workload as clap::ValueEnum>::value_variants()
+    }
+
+    /// The server-side service this workload needs (`echo` or `http`).
+    pub fn service(self) -> backend_api::Service {
+        self.facts().service
+    }
+
+    /// True when `--size` means something for this workload.
+    pub fn uses_size(self) -> bool {
+        self.facts().sized
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Workload {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Workload::all()
+            .iter()
+            .copied()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Workload::all().iter().map(|w| w.as_str()).collect();
+                format!(
+                    "unknown workload '{s}'; valid workloads: {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Runs generic code for one workload's plug-in type (see [`Workload::visit`]).
+pub(crate) trait Visit {
+    /// What the visit returns.
+    type Out;
+    /// Called with the chosen workload's plug-in.
+    fn visit<P: Plugin>(self) -> Self::Out;
+}
+
+/// How a workload uses its connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// Opened before the clock starts and kept open; reopened (with backoff) after a
+    /// failure or a graceful server close. Level-triggered, TCP_NODELAY.
+    KeepAlive,
+    /// One connection per request: opened when the request is due, the request written
+    /// once connected, the reply read to EOF, which completes it. Edge-triggered.
+    PerRequest,
+}
+
+/// How a workload puts bytes on a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sending {
+    /// Whole requests ([`Plugin::request`]), up to `depth` in flight, paced by the
+    /// schedule (open loop) or by replies (closed loop).
+    Requests,
+    /// A byte stream written straight from shared data ([`Plugin::next_bytes`]) as fast
+    /// as the socket takes it; a message counts as sent when its last byte is written.
+    Bytes,
+}
+
+/// Parameter defaults of one workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    /// Active connections (per-request workloads: concurrent connection slots).
+    pub connections: usize,
+    /// Requests (or messages) in flight per connection.
+    pub depth: usize,
+    /// Message size in bytes; 0 where size does not apply.
+    pub size: usize,
+    /// Idle connections held open; 0 where idle connections do not apply.
+    pub idle: usize,
+}
+
+/// What a workload is, as every entry point (flags, suites, results, charts) needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts {
+    /// How charts title it: "HTTP GET keep-alive".
+    pub title: &'static str,
+    /// What a run of it does, for titles and tables, from its size and depth:
+    /// "echo, 64 B messages, depth 1".
+    pub describe: fn(size: usize, depth: usize) -> String,
+    /// The server-side service it needs.
+    pub service: backend_api::Service,
+    /// How it uses connections.
+    pub connect: Connect,
+    /// How it sends.
+    pub sending: Sending,
+    /// Whether `size` applies.
+    pub sized: bool,
+    /// Whether it holds `idle` connections beside the active ones.
+    pub holds_idle: bool,
+    /// Whether a rate (open loop) and a request cap apply; a workload that is not paced
+    /// runs flat out for the duration.
+    pub paced: bool,
+    /// Its defaults.
+    pub defaults: Defaults,
+}
+
+/// A reply that EOF completed, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Eof {
+    /// Nothing was in progress.
+    Nothing,
+    /// EOF completed a reply (a body framed by the close), with the reply's error if it
+    /// was a well-framed failure.
+    Completed(Option<ClientError>),
+}
+
+/// One workload's client side, free of I/O. The worker moves bytes; a plug-in builds
+/// requests into a connection's output buffer and consumes replies from the read buffer.
+pub(crate) trait Plugin: Sized + Send + Sync + 'static {
+    /// What it is and which parameters apply.
+    const FACTS: Facts;
+    /// One connection's state.
+    type Conn: std::fmt::Debug + Send;
+
+    /// Read-only data every connection of a run shares (requests, verification pattern).
+    fn new(cfg: &LoadConfig) -> Self;
+
+    /// Fresh state for a new connection; `seed` varies the bytes between connections.
+    fn conn(&self, seed: u64) -> Self::Conn;
+
+    /// [`Sending::Requests`]: appends one request to `out`.
+    fn request(&self, _conn: &mut Self::Conn, _out: &mut Vec<u8>) {}
+
+    /// [`Sending::Bytes`]: the next bytes to write, empty when the window is full. When
+    /// `finishing`, only the rest of the message being written (the run is draining).
+    fn next_bytes(&self, _conn: &Self::Conn, _finishing: bool) -> &[u8] {
+        &[]
+    }
+
+    /// [`Sending::Bytes`]: `n` bytes were written; returns how many messages that
+    /// completed.
+    fn written(&self, _conn: &mut Self::Conn, _n: usize) -> u64 {
+        0
+    }
+
+    /// Consumes `data`, calling `on_reply` once per complete reply, in order, with the
+    /// reply's error if it was a well-framed failure (an HTTP 503, say). `outstanding` is
+    /// how many replies the worker expects. An `Err` means the connection can no longer
+    /// be trusted and must be closed.
+    fn feed(
+        &self,
+        conn: &mut Self::Conn,
+        data: &[u8],
+        outstanding: usize,
+        on_reply: impl FnMut(Option<ClientError>),
+    ) -> Result<(), ClientError>;
+
+    /// The peer closed the connection. `Err` when that cut a reply.
+    fn on_eof(&self, conn: &mut Self::Conn) -> Result<Eof, ClientError>;
+
+    /// True once the server announced it closes the connection after the last reply:
+    /// nothing more is sent on it, and its EOF is not an error.
+    fn server_closing(&self, _conn: &Self::Conn) -> bool {
+        false
+    }
+}
 
 /// Period of the verification pattern: a prime, so the per-message offsets below cycle
 /// through every position before repeating.
 pub(crate) const PERIOD: usize = 65_521;
 
-/// Largest single write of the stream workload.
-pub(crate) const STREAM_CHUNK: usize = 256 * 1024;
-
-/// Read-only data every connection of a thread shares.
+/// Pseudo-random bytes every connection of a byte-checking workload (echo, stream) takes
+/// its messages from, and the message size.
 #[derive(Debug)]
-pub(crate) struct Shared {
-    /// Message size (echo, stream, idle).
+pub(crate) struct Pattern {
+    /// Message size in bytes.
     pub size: usize,
-    /// The HTTP request (http) or the closing request (churn).
-    pub request: Vec<u8>,
-    /// Pseudo-random bytes: `PERIOD` plus room for the longest slice taken from it.
-    pub pattern: Vec<u8>,
+    /// `PERIOD` bytes plus room for the longest slice taken from it.
+    pub bytes: Vec<u8>,
 }
 
-impl Shared {
-    pub(crate) fn new(cfg: &LoadConfig) -> Shared {
-        let request = match cfg.workload {
-            Workload::Http => http::request(&cfg.host, &cfg.path),
-            Workload::Churn => churn::request(&cfg.host, &cfg.path),
-            _ => Vec::new(),
-        };
-        let pattern = if cfg.workload.uses_size() {
-            let extra = match cfg.workload {
-                Workload::Stream => STREAM_CHUNK.max(cfg.size),
-                _ => cfg.size,
-            };
-            pattern(PERIOD + extra)
-        } else {
-            Vec::new()
-        };
-        Shared {
-            size: cfg.size,
-            request,
-            pattern,
+impl Pattern {
+    /// A pattern for messages of `size` bytes and slices of up to `longest` bytes.
+    pub(crate) fn new(size: usize, longest: usize) -> Pattern {
+        Pattern {
+            size,
+            bytes: pattern(PERIOD + longest),
         }
     }
 
     /// `len` pattern bytes starting at stream position `pos`.
     #[inline]
-    pub(crate) fn pattern_at(&self, pos: u64, len: usize) -> &[u8] {
+    pub(crate) fn at(&self, pos: u64, len: usize) -> &[u8] {
         let start = (pos % PERIOD as u64) as usize;
-        &self.pattern[start..start + len]
+        &self.bytes[start..start + len]
     }
 }
 
@@ -83,85 +307,6 @@ fn pattern(len: usize) -> Vec<u8> {
     }
     v.truncate(len);
     v
-}
-
-/// One connection's protocol state.
-#[derive(Debug)]
-pub(crate) enum Proto {
-    Echo(echo::EchoState),
-    Http(http::HttpState),
-    Stream(stream::StreamState),
-}
-
-impl Proto {
-    /// Fresh state for a new connection; `seed` varies the bytes between connections.
-    pub(crate) fn new(workload: Workload, seed: u64) -> Proto {
-        match workload {
-            Workload::Echo | Workload::Idle => Proto::Echo(echo::EchoState::new(seed)),
-            Workload::Http | Workload::Churn => Proto::Http(http::HttpState::default()),
-            Workload::Stream => Proto::Stream(stream::StreamState::new(seed)),
-        }
-    }
-
-    /// Appends one request to `out`.
-    #[inline]
-    pub(crate) fn append_request(&mut self, sh: &Shared, out: &mut Vec<u8>) {
-        match self {
-            Proto::Echo(s) => s.append_request(sh, out),
-            Proto::Http(_) => out.extend_from_slice(&sh.request),
-            Proto::Stream(_) => {}
-        }
-    }
-
-    /// Consumes `data`, calling `on_reply` once per complete reply, in order, with the
-    /// reply's error if it was a well-framed failure (an HTTP 503, say). `outstanding` is
-    /// how many replies are expected. An `Err` means the connection can no longer be
-    /// trusted and must be closed.
-    #[inline]
-    pub(crate) fn feed(
-        &mut self,
-        sh: &Shared,
-        data: &[u8],
-        outstanding: usize,
-        on_reply: impl FnMut(Option<ClientError>),
-    ) -> Result<(), ClientError> {
-        match self {
-            Proto::Echo(s) => s.feed(sh, data, outstanding, on_reply),
-            Proto::Http(s) => s.feed(data, outstanding, on_reply),
-            Proto::Stream(s) => s.feed(sh, data, on_reply),
-        }
-    }
-
-    /// The peer closed the connection. `Ok(true)` when that completed a reply whose body
-    /// runs to EOF; `Ok(false)` when nothing was in progress; `Err` when a reply was cut.
-    pub(crate) fn on_eof(&mut self) -> Result<bool, ClientError> {
-        match self {
-            Proto::Echo(s) => s.on_eof(),
-            Proto::Http(s) => s.on_eof(),
-            Proto::Stream(s) => s.on_eof(),
-        }
-    }
-
-    /// True when the server announced it closes the connection after the last reply.
-    pub(crate) fn server_closing(&self) -> bool {
-        matches!(self, Proto::Http(s) if s.server_closing())
-    }
-
-    /// The error of a reply that completed at EOF (HTTP body framed by the close).
-    pub(crate) fn take_status_error(&mut self) -> Option<ClientError> {
-        match self {
-            Proto::Http(s) => s.take_status_error(),
-            _ => None,
-        }
-    }
-
-    /// The stream state, for the stream workload.
-    pub(crate) fn stream(&mut self) -> Option<&mut stream::StreamState> {
-        match self {
-            Proto::Stream(s) => Some(s),
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]

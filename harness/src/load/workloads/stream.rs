@@ -3,74 +3,104 @@
 //! every byte that comes back. A "message" is `--size` bytes: its latency runs from the
 //! write of its last byte to the read of its last echoed byte.
 
-use super::{Shared, PERIOD, STREAM_CHUNK};
+use super::{Connect, Defaults, Eof, Facts, Pattern, Plugin, Sending, PERIOD};
+use crate::analysis::fmt_bytes;
 use crate::load::error::ClientError;
+use crate::load::LoadConfig;
+
+/// Largest single write.
+const CHUNK: usize = 256 * 1024;
+
+/// The stream workload: the pattern, and how many bytes may be unechoed per connection.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pattern: Pattern,
+    window: u64,
+}
 
 /// One stream connection.
 #[derive(Debug)]
-pub(crate) struct StreamState {
+pub(crate) struct StreamConn {
     seed: u64,
     /// Bytes written.
-    pub sent: u64,
+    sent: u64,
     /// Bytes read back and verified.
-    pub received: u64,
+    received: u64,
 }
 
-impl StreamState {
-    pub(crate) fn new(seed: u64) -> StreamState {
-        StreamState {
+impl Plugin for Stream {
+    const FACTS: Facts = Facts {
+        title: "stream",
+        describe: |size, _| format!("stream, {} messages both ways", fmt_bytes(size as u32)),
+        service: backend_api::Service::Echo,
+        connect: Connect::KeepAlive,
+        sending: Sending::Bytes,
+        sized: true,
+        holds_idle: false,
+        paced: false,
+        defaults: Defaults {
+            connections: 4,
+            depth: 8,
+            size: 64 * 1024,
+            idle: 0,
+        },
+    };
+    type Conn = StreamConn;
+
+    fn new(cfg: &LoadConfig) -> Stream {
+        Stream {
+            pattern: Pattern::new(cfg.workload.size, CHUNK.max(cfg.workload.size)),
+            window: (cfg.workload.depth * cfg.workload.size) as u64,
+        }
+    }
+
+    fn conn(&self, seed: u64) -> StreamConn {
+        StreamConn {
             seed: seed.wrapping_mul(7919) % PERIOD as u64,
             sent: 0,
             received: 0,
         }
     }
 
-    /// The next bytes to write: at most `room` bytes, and never past the message boundary
-    /// when `finish_message_only` (draining: complete the message, start no other).
     #[inline]
-    pub(crate) fn next_chunk<'a>(
-        &self,
-        sh: &'a Shared,
-        room: usize,
-        finish_message_only: bool,
-    ) -> &'a [u8] {
-        let mut len = room.min(STREAM_CHUNK);
-        if finish_message_only {
-            let into = (self.sent % sh.size as u64) as usize;
-            len = if into == 0 {
-                0
-            } else {
-                len.min(sh.size - into)
-            };
+    fn next_bytes(&self, c: &StreamConn, finishing: bool) -> &[u8] {
+        let room = self.window.saturating_sub(c.sent - c.received) as usize;
+        let size = self.pattern.size;
+        let mut len = room.min(CHUNK);
+        if finishing {
+            let into = (c.sent % size as u64) as usize;
+            len = if into == 0 { 0 } else { len.min(size - into) };
         }
-        sh.pattern_at(self.seed + self.sent, len)
+        self.pattern.at(c.seed + c.sent, len)
     }
 
-    /// Records `n` bytes written; returns how many messages that completed.
     #[inline]
-    pub(crate) fn on_sent(&mut self, sh: &Shared, n: usize) -> u64 {
-        let before = self.sent / sh.size as u64;
-        self.sent += n as u64;
-        self.sent / sh.size as u64 - before
+    fn written(&self, c: &mut StreamConn, n: usize) -> u64 {
+        let size = self.pattern.size as u64;
+        let before = c.sent / size;
+        c.sent += n as u64;
+        c.sent / size - before
     }
 
-    pub(crate) fn feed(
-        &mut self,
-        sh: &Shared,
+    fn feed(
+        &self,
+        c: &mut StreamConn,
         mut data: &[u8],
+        _outstanding: usize,
         mut on_reply: impl FnMut(Option<ClientError>),
     ) -> Result<(), ClientError> {
-        if self.received + data.len() as u64 > self.sent {
+        if c.received + data.len() as u64 > c.sent {
             return Err(ClientError::UnsolicitedData);
         }
+        let size = self.pattern.size as u64;
         while !data.is_empty() {
-            let take = data.len().min(STREAM_CHUNK);
-            if data[..take] != *sh.pattern_at(self.seed + self.received, take) {
+            let take = data.len().min(CHUNK);
+            if data[..take] != *self.pattern.at(c.seed + c.received, take) {
                 return Err(ClientError::EchoMismatch);
             }
-            let before = self.received / sh.size as u64;
-            self.received += take as u64;
-            for _ in before..self.received / sh.size as u64 {
+            let before = c.received / size;
+            c.received += take as u64;
+            for _ in before..c.received / size {
                 on_reply(None);
             }
             data = &data[take..];
@@ -78,11 +108,11 @@ impl StreamState {
         Ok(())
     }
 
-    pub(crate) fn on_eof(&mut self) -> Result<bool, ClientError> {
-        if self.received < self.sent {
+    fn on_eof(&self, c: &mut StreamConn) -> Result<Eof, ClientError> {
+        if c.received < c.sent {
             Err(ClientError::ShortReply)
         } else {
-            Ok(false)
+            Ok(Eof::Nothing)
         }
     }
 }
