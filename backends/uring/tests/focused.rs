@@ -357,21 +357,23 @@ fn enobufs(v: Features) {
     assert_eq!(report.total.closed, 4);
 }
 
-/// A slow client pipelines many requests, the last with `Connection: close`, then a few
-/// stray bytes. Closing with those bytes unread would reset the connection and destroy the
-/// responses still queued: every response must arrive, then a clean EOF.
+/// A slow client pipelines many requests, the last with `Connection: close`, and sends a
+/// few stray bytes once the responses start arriving (so they reach the server after it
+/// read the last request, while most responses still sit in its send queue). A server that
+/// closes then (input unread, or data arriving after close) makes the kernel reset the
+/// connection and discard those responses: every response must arrive, then a clean EOF.
 fn lingering_close(v: Features) {
-    const N: usize = 2000;
+    const N: usize = 4000;
     let server = serve(Tuned::new(v), Service::Http, Limits::default());
     let mut s = connect(server.local_addr());
     let mut req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(N - 1);
     req.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    req.extend_from_slice(b"stray");
     let mut w = s.try_clone().unwrap();
     let writer = std::thread::spawn(move || w.write_all(&req).expect("client write"));
     writer.join().expect("writer");
     let mut all = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
+    let mut buf = [0u8; 1024];
+    let mut stray_sent = false;
     loop {
         match s.read(&mut buf) {
             Ok(0) => break,
@@ -381,6 +383,10 @@ fn lingering_close(v: Features) {
                 "{e} after {} of {N} responses: the server closed with input unread",
                 count(&all, b"HTTP/1.1 200")
             ),
+        }
+        if !stray_sent {
+            s.write_all(b"stray").expect("client write");
+            stray_sent = true;
         }
     }
     assert_eq!(count(&all, b"HTTP/1.1 200"), N, "every response, then EOF");

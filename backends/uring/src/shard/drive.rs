@@ -93,8 +93,11 @@ impl Shard {
                     *paused = false;
                 }
             }
+            // After the session is done, input is discarded; a receive already armed stays
+            // armed through the flush and the shutdown (cancelling and re-arming it around
+            // every close would cost two SQEs), unless output backs up.
             let want_read = match conn.phase {
-                Phase::Open { .. } => !full,
+                Phase::Open { .. } | Phase::Flushing { eof: false } | Phase::ShuttingDown => !full,
                 Phase::Lingering(_) => true,
                 _ => false,
             };
