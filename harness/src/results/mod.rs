@@ -5,12 +5,14 @@
 //! the command, each [`Cell`] its workload, cores and repeat, and the raw histograms are
 //! kept so percentiles can be recomputed or merged.
 
+mod ledger;
 mod write;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use ledger::{CoreUsage, CostLedger};
 pub use write::{read_results, write_atomic};
 
 /// The JSON Schema of results files, as committed in `harness/schema/results.schema.json`.
@@ -166,6 +168,10 @@ pub struct Cell {
     pub server: Option<ServerCost>,
     /// The load generator's full report, kept verbatim.
     pub load_raw: Option<serde_json::Value>,
+    /// Nanosecond CPU of both sides and the chosen cores' breakdown over the measured
+    /// window. Absent in files written before it was measured.
+    #[serde(default)]
+    pub ledger: Option<CostLedger>,
 }
 
 /// How a cell ended.
@@ -184,6 +190,14 @@ pub enum CellStatus {
     /// The backend cannot do this workload here (e.g. more connections than its cap).
     Unsupported {
         /// Why, recorded instead of a zero.
+        reason: String,
+    },
+    /// Measured, but the client saw wrong or missing replies (echo mismatch, malformed or
+    /// wrong responses, requests left unanswered): the numbers are not of a correct
+    /// server, so the cell is never charted or compared. The counts are in the client's
+    /// `errors`.
+    Invalid {
+        /// Which errors, with their counts.
         reason: String,
     },
 }
@@ -299,6 +313,10 @@ pub struct ClientMeasure {
     pub client_cpu_util: Vec<f64>,
     /// True when any client thread was ≥ 90% busy: the number may measure the client.
     pub client_bound: bool,
+    /// Open loop: the achieved rate fell more than 1% short of the target, so the server
+    /// (or the client) did not keep up and the cell is not compared as if it had.
+    #[serde(default)]
+    pub saturated: bool,
     /// Connections asked for (active plus idle).
     pub connections_requested: u64,
     /// Connections that were established.
@@ -318,13 +336,14 @@ pub struct ClientMeasure {
 /// What the server process spent over the measured window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServerCost {
-    /// User CPU seconds of the server process (all threads).
+    /// User CPU seconds of the server process (all threads), tick-sampled (/proc/PID/stat,
+    /// 10 ms ticks): the split, not the total, is what it is for; see the cell's `ledger`.
     pub cpu_user_s: f64,
-    /// System CPU seconds of the server process.
+    /// System CPU seconds of the server process, tick-sampled.
     pub cpu_sys_s: f64,
-    /// User CPU µs per completed request.
+    /// User CPU µs per completed request, tick-sampled.
     pub cpu_user_us_per_req: f64,
-    /// System CPU µs per completed request.
+    /// System CPU µs per completed request, tick-sampled.
     pub cpu_sys_us_per_req: f64,
     /// Share of the server cores kept busy, 0..1 per core summed.
     pub cpu_busy: f64,

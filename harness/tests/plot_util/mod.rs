@@ -200,6 +200,7 @@ impl Builder {
                 client: None,
                 server: None,
                 load_raw: None,
+                ledger: None,
             });
             return;
         }
@@ -276,6 +277,7 @@ impl Builder {
             schedule_lag_p99_us: w.rate.map(|_| round(3.0 + self.rng.unit() * 20.0, 1)),
             client_cpu_util: vec![round(busy, 3)],
             client_bound: spec.client_bound,
+            saturated: false,
             connections_requested: conns as u64,
             connections_established: conns as u64,
             connect_latency_us: connect,
@@ -323,6 +325,7 @@ impl Builder {
             client: Some(client),
             server: Some(server),
             load_raw: None,
+            ledger: None,
         });
     }
 }
