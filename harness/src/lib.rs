@@ -2,6 +2,7 @@
 //! process), `harness list`, and the tooling that measures backends.
 #![deny(rust_2018_idioms)]
 
+pub mod analysis;
 pub mod cli;
 pub mod compare;
 pub mod cores;

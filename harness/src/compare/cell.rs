@@ -429,15 +429,6 @@ pub fn reply_errors(errors: &std::collections::BTreeMap<String, u64>) -> Option<
     })
 }
 
-/// Shortfall of the achieved rate below an open-loop target past which a cell is
-/// `saturated`.
-pub const SATURATION_SHORTFALL: f64 = 0.01;
-
-/// Whether an open-loop cell fell more than [`SATURATION_SHORTFALL`] short of its target.
-pub fn saturated(target: Option<f64>, achieved: f64) -> bool {
-    target.is_some_and(|t| t > 0.0 && achieved < t * (1.0 - SATURATION_SHORTFALL))
-}
-
 fn pct(s: &crate::load::LatencySummary) -> Percentiles {
     let us = |ns: u64| ns as f64 / 1000.0;
     Percentiles {
@@ -489,7 +480,7 @@ pub fn client_measure(r: &LoadReport) -> ClientMeasure {
             .map(|s| s.lag.p99_ns as f64 / 1000.0),
         client_cpu_util: r.threads.iter().map(|t| t.cpu_busy).collect(),
         client_bound: r.client_bound,
-        saturated: saturated(
+        saturated: crate::analysis::stats::saturated(
             r.schedule.as_ref().map(|s| s.target_rate),
             r.schedule
                 .as_ref()

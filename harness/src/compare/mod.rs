@@ -68,6 +68,9 @@ pub struct CompareArgs {
     /// is ranked by where malloc happened to put its buffers; the manifest records it.
     #[arg(long)]
     pub keep_libc_memcpy: bool,
+    /// Backend the summary's verdicts compare every other backend to.
+    #[arg(long, value_name = "BACKEND", default_value = crate::analysis::stats::DEFAULT_REFERENCE)]
+    pub reference: String,
     /// Seconds a server may take to print READY before its cell is marked failed.
     #[arg(long, default_value_t = 15.0, hide = true)]
     pub ready_timeout: f64,
@@ -323,7 +326,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         RunState::Complete
     };
     write_atomic(&path, &results)?;
-    summary::print(&results, &mut std::io::stdout().lock())?;
+    summary::print_with_reference(&results, &args.reference, &mut std::io::stdout().lock())?;
     if !args.no_plots && !results.cells.is_empty() {
         render_plots(&results, &path);
     }

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 
+use crate::analysis::stats;
 use crate::plot::data::{self, Group, Index, Shape};
 use crate::results::ResultsFile;
 
@@ -29,7 +30,7 @@ fn heading(s: &Shape) -> String {
     h
 }
 
-fn line(g: &Group<'_>) -> String {
+fn line(g: &Group<'_>, reference: Option<&Group<'_>>) -> String {
     let failures = match g.bad.first() {
         Some(c) => format!(
             " ({} of {} {}: {})",
@@ -40,30 +41,59 @@ fn line(g: &Group<'_>) -> String {
         ),
         None => String::new(),
     };
-    let Some(tp) = g.stat(data::throughput) else {
+    let Some(tp) = stats::estimate(&g.ok, &stats::THROUGHPUT) else {
         return format!("{:<16}{failures}", g.backend);
     };
     let med = |f: fn(&crate::results::Cell) -> Option<f64>| g.stat(f).map(|s| s.median);
+    let cpu = stats::estimate(&g.ok, &stats::CPU_PER_REQ);
+    let verdict = match reference {
+        Some(r) if r.backend == g.backend => "reference".to_string(),
+        Some(r) => stats::verdict(&g.ok, &r.ok, &stats::CPU_PER_REQ).text(),
+        None => "-".to_string(),
+    };
+    let mut flags = Vec::new();
+    if g.client_bound() {
+        flags.push("client-bound");
+    }
+    if g.ok.iter().any(|c| stats::is_saturated(c)) {
+        flags.push("saturated");
+    }
+    if g.ok.iter().any(|c| stats::is_noisy(c)) {
+        flags.push("noisy-host");
+    }
     format!(
-        "{:<16} {:>8} [{:>7}–{:<7}] {:>9} {:>6.2}+{:<6.2} {:>8} {}{failures}",
+        "{:<16} {:>8} [{:>7}–{:<7}] {:>9} {:>6} [{:>5}–{:<5}] {:>8} {:<28} {}{failures}",
         g.backend,
-        fmt_rate(tp.median),
-        fmt_rate(tp.min),
-        fmt_rate(tp.max),
+        fmt_rate(tp.value),
+        fmt_rate(tp.lo),
+        fmt_rate(tp.hi),
         med(data::p99)
             .map(|v| format!("{v:.0}µs"))
             .unwrap_or_else(|| "-".into()),
-        med(data::cpu_user).unwrap_or(0.0),
-        med(data::cpu_sys).unwrap_or(0.0),
+        cpu.map(|e| format!("{:.2}", e.value))
+            .unwrap_or_else(|| "-".into()),
+        cpu.map(|e| format!("{:.2}", e.lo)).unwrap_or_default(),
+        cpu.map(|e| format!("{:.2}", e.hi)).unwrap_or_default(),
         med(data::syscalls)
             .map(|v| format!("{v:.2}"))
             .unwrap_or_else(|| "absent".into()),
-        if g.client_bound() { "client-bound" } else { "" },
+        verdict,
+        flags.join(" "),
     )
 }
 
-/// Prints the summary of `results`.
+/// Prints the summary of `results`, ratios taken to the default reference backend.
 pub fn print(results: &ResultsFile, out: &mut impl Write) -> std::io::Result<()> {
+    print_with_reference(results, stats::DEFAULT_REFERENCE, out)
+}
+
+/// Prints the summary of `results` with CPU verdicts against `reference`: medians with
+/// bootstrap 95% intervals, CPU from the nanosecond ledger where the cells have it.
+pub fn print_with_reference(
+    results: &ResultsFile,
+    reference: &str,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     let index = Index::new(results);
     for shape in index.shapes(|_| true) {
         // The suite's own label for these cells, then what they measured.
@@ -76,11 +106,18 @@ pub fn print(results: &ResultsFile, out: &mut impl Write) -> std::io::Result<()>
         writeln!(out, "\n== {group}: {}", heading(&shape))?;
         writeln!(
             out,
-            "{:<16} {:>8} {:^17} {:>9} {:>13} {:>8}",
-            "backend", "req/s", "[min–max]", "p99", "CPU µs/req", "sys/req"
+            "{:<16} {:>8} {:^17} {:>9} {:>21} {:>8} {:<28}",
+            "backend",
+            "req/s",
+            "[95% CI]",
+            "p99",
+            "CPU µs/req [95% CI]",
+            "sys/req",
+            format!("CPU vs {reference}")
         )?;
+        let reference = index.get(&shape, reference).filter(|r| !r.ok.is_empty());
         for g in index.of_shape(&shape) {
-            writeln!(out, "{}", line(g))?;
+            writeln!(out, "{}", line(g, reference))?;
         }
     }
     Ok(())

@@ -62,6 +62,15 @@ impl PlotLinks {
 
 /// The markdown report of `results`.
 pub fn markdown(results: &ResultsFile, links: &PlotLinks) -> String {
+    markdown_with_reference(results, links, crate::analysis::stats::DEFAULT_REFERENCE)
+}
+
+/// The markdown report of `results`, verdicts taken against `reference`.
+pub fn markdown_with_reference(
+    results: &ResultsFile,
+    links: &PlotLinks,
+    reference: &str,
+) -> String {
     let index = Index::new(results);
     let (figs, _) = plan(results);
     let mut md = String::new();
@@ -80,6 +89,7 @@ pub fn markdown(results: &ResultsFile, links: &PlotLinks) -> String {
     for (group, shapes) in groups(results) {
         table(&mut md, &index, &group, &shapes, &figs, links);
     }
+    super::verdicts::section(&mut md, &index, results, reference);
     failures(&mut md, &index, results);
     plot_list(&mut md, &figs, links);
     md

@@ -3,6 +3,7 @@
 
 mod csv;
 mod markdown;
+mod verdicts;
 
 use std::fs;
 use std::io::Write;
@@ -11,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::Context;
 
 pub use csv::csv;
-pub use markdown::{markdown, PlotLinks};
+pub use markdown::{markdown, markdown_with_reference, PlotLinks};
 
 use crate::results::read_results;
 
@@ -41,6 +42,9 @@ pub struct ReportArgs {
     /// `harness plot` writes them]. Links are relative to the report's own location.
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
+    /// Backend the verdicts compare every other backend to.
+    #[arg(long, value_name = "BACKEND", default_value = crate::analysis::stats::DEFAULT_REFERENCE)]
+    pub reference: String,
 }
 
 /// `harness report`.
@@ -50,7 +54,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         ReportFormat::Csv => csv(&results),
         ReportFormat::Summary => {
             let mut buf = Vec::new();
-            crate::compare::summary::print(&results, &mut buf)?;
+            crate::compare::summary::print_with_reference(&results, &args.reference, &mut buf)?;
             String::from_utf8_lossy(&buf).into_owned()
         }
         ReportFormat::Markdown => {
@@ -65,7 +69,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
                 None => parent_dir(&args.results),
             };
             let links = PlotLinks::detect(&relative_path(&plots, &from)?, &plots, &results);
-            markdown(&results, &links)
+            markdown_with_reference(&results, &links, &args.reference)
         }
     };
     match &args.out {
