@@ -33,6 +33,9 @@ pub enum Command {
     Plot(crate::plot::PlotArgs),
     /// Print a results file as a markdown write-up or as CSV (one row per cell).
     Report(crate::report::ReportArgs),
+    /// Compare two results files cell by cell (same workload and backend): ratios with
+    /// intervals for throughput, CPU/req, syscalls/req and p99; --fail-above for CI.
+    Diff(crate::diff::DiffArgs),
 }
 
 impl Cli {
@@ -46,6 +49,7 @@ impl Cli {
             Command::Load(args) => crate::load::run(args),
             Command::Plot(args) => crate::plot::run(args),
             Command::Report(args) => crate::report::run(args),
+            Command::Diff(args) => crate::diff::run(args),
         }
     }
 }
