@@ -17,6 +17,7 @@ mod figure;
 mod font;
 mod idle;
 mod latency;
+mod offered_load;
 pub mod style;
 mod text;
 mod throughput;
@@ -151,6 +152,7 @@ pub fn plan(results: &ResultsFile) -> (Vec<Figure>, Vec<String>) {
     figs.extend(throughput::vs_connections(&index));
     figs.extend(latency::spectra(&index, &mut warnings));
     figs.extend(latency::vs_load(&index));
+    figs.extend(offered_load::cost_vs_load(&index));
     figs.extend(cost::cpu(&index));
     figs.extend(cost::syscalls_and_switches(&index));
     figs.extend(throughput::vs_cores(&index));
