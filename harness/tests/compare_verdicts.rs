@@ -8,6 +8,10 @@ use std::process::{Command, Output};
 use harness::results::{read_results, CellStatus, ResultsFile};
 
 fn compare(dir: &Path, suite: &str, backends: &str) -> (Output, ResultsFile) {
+    compare_with(dir, suite, backends, &[])
+}
+
+fn compare_with(dir: &Path, suite: &str, backends: &str, extra: &[&str]) -> (Output, ResultsFile) {
     let s = dir.join("suite.toml");
     std::fs::write(&s, suite).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_harness"))
@@ -16,6 +20,7 @@ fn compare(dir: &Path, suite: &str, backends: &str) -> (Output, ResultsFile) {
         .arg(&s)
         .arg("--out")
         .arg(dir)
+        .args(extra)
         .output()
         .unwrap();
     assert!(
@@ -111,4 +116,34 @@ fn a_server_that_cannot_keep_up_makes_a_saturated_cell() {
         !row.contains("cheaper") && !row.contains("costlier"),
         "{row}"
     );
+}
+
+#[test]
+fn adaptive_repeats_run_rounds_until_the_target_or_the_cap() {
+    let suite = "name = \"adaptive\"\nrepeats = 2\nduration = 0.3\nwarmup = 0.1\n[[block]]\ngroup = \"echo\"\nworkload = \"echo\"\nconnections = 4\n";
+    let rounds = |r: &ResultsFile, b: &str| r.cells.iter().filter(|c| c.backend == b).count();
+    // A target no interval meets: rounds go on to the cap, every backend alike.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, r) = compare_with(
+        dir.path(),
+        suite,
+        "epoll-et,epoll-lt",
+        &["--max-repeats", "4", "--ci-target", "0"],
+    );
+    assert_eq!((rounds(&r, "epoll-et"), rounds(&r, "epoll-lt")), (4, 4));
+    let repeats: Vec<u32> = r.cells.iter().map(|c| c.repeat).collect();
+    assert_eq!(
+        repeats,
+        [0, 0, 1, 1, 2, 2, 3, 3],
+        "rounds interleave backends"
+    );
+    // A target every interval meets: the planned repeats only.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, r) = compare_with(
+        dir.path(),
+        suite,
+        "epoll-et,epoll-lt",
+        &["--max-repeats", "4", "--ci-target", "1000000"],
+    );
+    assert_eq!((rounds(&r, "epoll-et"), rounds(&r, "epoll-lt")), (2, 2));
 }

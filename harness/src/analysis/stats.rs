@@ -9,6 +9,8 @@ use crate::results::Cell;
 pub const RESAMPLES: usize = 2000;
 /// The bootstraps' seed.
 pub const SEED: u64 = 0x7269_6e67_7369_6465;
+/// Relative half-width of a ratio's interval under which a comparison has converged.
+pub const DEFAULT_CI_TARGET: f64 = 0.03;
 /// The reference backend ratios are taken to, unless told otherwise (`--reference`).
 pub const DEFAULT_REFERENCE: &str = "epoll-et";
 

@@ -30,14 +30,30 @@ fn heading(s: &Shape) -> String {
     h
 }
 
-fn line(g: &Group<'_>, reference: Option<&Group<'_>>) -> String {
+/// Reasons cells were left out, printed once each at the end and cited by number.
+#[derive(Default)]
+struct Reasons(Vec<(String, usize)>);
+
+impl Reasons {
+    /// The footnote number of `reason`, counting `cells` more cells under it.
+    fn cite(&mut self, reason: String, cells: usize) -> usize {
+        if let Some(i) = self.0.iter().position(|(r, _)| *r == reason) {
+            self.0[i].1 += cells;
+            return i + 1;
+        }
+        self.0.push((reason, cells));
+        self.0.len()
+    }
+}
+
+fn line(g: &Group<'_>, reference: Option<&Group<'_>>, reasons: &mut Reasons) -> String {
     let failures = match g.bad.first() {
         Some(c) => format!(
-            " ({} of {} {}: {})",
+            " ({} of {} {} [{}])",
             g.bad.len(),
             g.ok.len() + g.bad.len(),
             data::status_word(c),
-            data::status_reason(c)
+            reasons.cite(data::status_reason(c), g.bad.len())
         ),
         None => String::new(),
     };
@@ -95,6 +111,7 @@ pub fn print_with_reference(
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     let index = Index::new(results);
+    let mut reasons = Reasons::default();
     for shape in index.shapes(|_| true) {
         // The suite's own label for these cells, then what they measured.
         let group = index
@@ -104,6 +121,30 @@ pub fn print_with_reference(
             .next()
             .unwrap_or("");
         writeln!(out, "\n== {group}: {}", heading(&shape))?;
+        let reference_group = index.get(&shape, reference).filter(|r| !r.ok.is_empty());
+        let groups: Vec<&Group<'_>> = index.of_shape(&shape).collect();
+        // A shape no backend could run is one line, not one per backend.
+        let first = groups.first().and_then(|g| g.bad.first());
+        let same = first.filter(|f| {
+            groups.iter().all(|g| {
+                g.ok.is_empty()
+                    && g.bad.iter().all(|c| {
+                        data::status_word(c) == data::status_word(f)
+                            && data::status_reason(c) == data::status_reason(f)
+                    })
+            })
+        });
+        if let (Some(f), true) = (same, groups.len() > 1) {
+            let cells = groups.iter().map(|g| g.bad.len()).sum();
+            writeln!(
+                out,
+                "every backend ({}): {} [{}]",
+                groups.len(),
+                data::status_word(f),
+                reasons.cite(data::status_reason(f), cells)
+            )?;
+            continue;
+        }
         writeln!(
             out,
             "{:<16} {:>8} {:^17} {:>9} {:>21} {:>8} {:<28}",
@@ -115,10 +156,16 @@ pub fn print_with_reference(
             "sys/req",
             format!("CPU vs {reference}")
         )?;
-        let reference = index.get(&shape, reference).filter(|r| !r.ok.is_empty());
-        for g in index.of_shape(&shape) {
-            writeln!(out, "{}", line(g, reference))?;
+        for g in groups {
+            writeln!(out, "{}", line(g, reference_group, &mut reasons))?;
         }
+    }
+    if !reasons.0.is_empty() {
+        writeln!(out)?;
+    }
+    for (i, (reason, cells)) in reasons.0.iter().enumerate() {
+        let plural = if *cells == 1 { "" } else { "s" };
+        writeln!(out, "[{}] {reason} ({cells} cell{plural})", i + 1)?;
     }
     Ok(())
 }

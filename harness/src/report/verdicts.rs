@@ -22,6 +22,7 @@ pub(super) fn section(md: &mut String, index: &Index<'_>, results: &ResultsFile,
     let _ = writeln!(md, "## Verdicts against {reference}\n");
     md.push_str(&ledger_note(results));
     let mut any = false;
+    let mut unconverged = Vec::new();
     for shape in index.shapes(|_| true) {
         let Some(r) = index.get(&shape, reference).filter(|g| !g.ok.is_empty()) else {
             continue;
@@ -43,12 +44,12 @@ pub(super) fn section(md: &mut String, index: &Index<'_>, results: &ResultsFile,
         } else {
             String::new()
         };
-        let _ = writeln!(
-            md,
-            "**{}, {} connections{idle}{rate}**\n",
+        let heading = format!(
+            "{}, {} connections{idle}{rate}",
             describe_workload(&shape),
             shape.connections
         );
+        let _ = writeln!(md, "**{heading}**\n");
         md.push_str("| backend |");
         for m in &METRICS {
             let _ = write!(md, " {} |", m.name);
@@ -72,11 +73,16 @@ pub(super) fn section(md: &mut String, index: &Index<'_>, results: &ResultsFile,
             if noisy > 0 {
                 notes.push(format!("{noisy} noisy-host repeats"));
             }
-            if matches!(
-                stats::verdict(&g.ok, &r.ok, &stats::CPU_PER_REQ),
-                Verdict::Saturated
-            ) {
-                notes.push("fell >1% short of the offered rate".to_string());
+            match stats::verdict(&g.ok, &r.ok, &stats::CPU_PER_REQ) {
+                Verdict::Saturated => notes.push("fell >1% short of the offered rate".to_string()),
+                Verdict::Ratio { ratio, .. }
+                    if !ratio.is_point() && ratio.half_width_rel() > stats::DEFAULT_CI_TARGET =>
+                {
+                    let hw = ratio.half_width_rel() * 100.0;
+                    notes.push(format!("not converged: CPU/req ±{hw:.1}%"));
+                    unconverged.push(format!("{} ({}, ±{hw:.1}%)", g.backend, heading));
+                }
+                _ => {}
             }
             if !g.bad.is_empty() {
                 notes.push(format!("{} repeats not ok, left out", g.bad.len()));
@@ -84,6 +90,15 @@ pub(super) fn section(md: &mut String, index: &Index<'_>, results: &ResultsFile,
             let _ = writeln!(md, " {} | {} |", g.ok.len(), notes.join("; "));
         }
         md.push('\n');
+    }
+    if !unconverged.is_empty() {
+        let _ = writeln!(
+            md,
+            "Not converged (CPU/req ratio interval wider than ±{:.0}%; more repeats with \
+             `harness compare --max-repeats N`): {}.\n",
+            stats::DEFAULT_CI_TARGET * 100.0,
+            unconverged.join("; ")
+        );
     }
     if !any {
         let _ = writeln!(
