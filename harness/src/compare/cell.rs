@@ -163,6 +163,7 @@ fn ledger(
         window_s,
         server_cpu_ns,
         server_cpu_method: method.to_string(),
+        server_cpu_ns_schedstat: sched,
         server_cpu_absent: absent,
         server_cpu_us_per_req: server_cpu_ns.map(per_req),
         client_cpu_ns,

@@ -21,6 +21,10 @@ pub struct CostLedger {
     /// window keep their share) or "schedstat" (the sum over live tasks; a task that exits
     /// inside the window loses its share).
     pub server_cpu_method: String,
+    /// The same window by the other method, schedstat summed over the tree's live tasks,
+    /// kept as a cross-check (it misses tasks that exited inside the window).
+    #[serde(default)]
+    pub server_cpu_ns_schedstat: Option<u64>,
     /// Why `server_cpu_ns` is absent, when it is.
     pub server_cpu_absent: Option<String>,
     /// `server_cpu_ns` per completed request, µs.
