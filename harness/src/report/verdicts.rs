@@ -130,8 +130,9 @@ fn ledger_note(results: &ResultsFile) -> String {
         format!(
             "CPU per request is the server's on-CPU time in nanoseconds over exactly the \
              measured window, every thread and child process and the kernel's io-threads \
-             included ({}); the user/system split in the tables above is tick-sampled \
-             (10 ms ticks).",
+             included, counted by schedstat and by perf task-clock and the larger taken \
+             (each misses something: exited tasks, or time around context switches; here: {}); \
+             the user/system split in the tables above is tick-sampled (10 ms ticks).",
             methods.into_iter().collect::<Vec<_>>().join(", ")
         )
     };
