@@ -59,6 +59,9 @@ pub enum Command {
     /// Where each backend's CPU time goes at a fixed offered load: perf samples of the
     /// server, flamegraphs, and µs per request by category (TCP, epoll, io_uring, …).
     Profile(crate::profile::ProfileArgs),
+    /// Compare two results files cell by cell (same workload and backend): ratios with
+    /// intervals for throughput, CPU/req, syscalls/req and p99; --fail-above for CI.
+    Diff(crate::diff::DiffArgs),
 }
 
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -121,6 +124,7 @@ impl Cli {
             }
             Command::Man { command } => man(command.as_deref(), &mut std::io::stdout().lock()),
             Command::Profile(args) => crate::profile::run(args),
+            Command::Diff(args) => crate::diff::run(args),
         }
     }
 }

@@ -19,6 +19,14 @@ pub struct PanicAfter(pub u64);
 /// so `compare` can still list and probe it).
 pub struct NeverReady;
 
+/// Serves thread per connection but flips the first byte of every reply: a server whose
+/// numbers must never be charted.
+pub struct CorruptReplies;
+
+/// Serves correctly, thread per connection, but sleeps this long before answering each
+/// read: a server that cannot keep up with a modest offered rate.
+pub struct SlowReplies(pub std::time::Duration);
+
 impl Backend for PanicAfter {
     fn name(&self) -> &'static str {
         "test-panic"
@@ -30,38 +38,88 @@ impl Backend for PanicAfter {
         Ok(())
     }
     fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
-        let mut stats = ShardStats::default();
-        let mut fds = [
-            libc::pollfd {
-                fd: ctx.listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: ctx.stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        loop {
-            // SAFETY: the pollfd array is live and initialised for the call, with its true length; the kernel writes only revents.
-            unsafe { backend_api::syscall!(poll(fds.as_mut_ptr(), 2, -1)) }?;
-            if ctx.stop.is_fired() {
-                return Ok(stats);
+        let after = self.0;
+        accept_threads(ctx, Reply::Correct, move |accepted| {
+            if accepted > after {
+                panic!("deliberate panic after {after} connections");
             }
-            while let Ok((conn, _)) = ctx.listener.accept() {
-                stats.accepted += 1;
-                if stats.accepted > self.0 {
-                    panic!("deliberate panic after {} connections", self.0);
-                }
-                let service = ctx.service;
-                std::thread::spawn(move || serve(conn, service));
-            }
+        })
+    }
+}
+
+impl Backend for CorruptReplies {
+    fn name(&self) -> &'static str {
+        "test-corrupt"
+    }
+    fn describe(&self) -> &'static str {
+        "test only: flips the first byte of every reply"
+    }
+    fn probe(&self) -> Result<(), Unsupported> {
+        Ok(())
+    }
+    fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
+        accept_threads(ctx, Reply::Corrupt, |_| {})
+    }
+}
+
+impl Backend for SlowReplies {
+    fn name(&self) -> &'static str {
+        "test-slow"
+    }
+    fn describe(&self) -> &'static str {
+        "test only: sleeps before every reply"
+    }
+    fn probe(&self) -> Result<(), Unsupported> {
+        Ok(())
+    }
+    fn run_shard(&self, ctx: ShardContext) -> io::Result<ShardStats> {
+        accept_threads(ctx, Reply::After(self.0), |_| {})
+    }
+}
+
+/// How a test backend answers.
+#[derive(Debug, Clone, Copy)]
+enum Reply {
+    Correct,
+    Corrupt,
+    After(std::time::Duration),
+}
+
+/// Accepts until stopped, one thread per connection; `on_accept` sees the running count.
+fn accept_threads(
+    ctx: ShardContext,
+    reply: Reply,
+    on_accept: impl Fn(u64),
+) -> io::Result<ShardStats> {
+    let mut stats = ShardStats::default();
+    let mut fds = [
+        libc::pollfd {
+            fd: ctx.listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: ctx.stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: the pollfd array is live and initialised for the call, with its true length; the kernel writes only revents.
+        unsafe { backend_api::syscall!(poll(fds.as_mut_ptr(), 2, -1)) }?;
+        if ctx.stop.is_fired() {
+            return Ok(stats);
+        }
+        while let Ok((conn, _)) = ctx.listener.accept() {
+            stats.accepted += 1;
+            on_accept(stats.accepted);
+            let service = ctx.service;
+            std::thread::spawn(move || serve(conn, service, reply));
         }
     }
 }
 
-fn serve(mut conn: TcpStream, service: backend_api::Service) -> io::Result<()> {
+fn serve(mut conn: TcpStream, service: backend_api::Service, reply: Reply) -> io::Result<()> {
     conn.set_nonblocking(false)?;
     let mut session = service.session();
     let mut buf = vec![0u8; 16 * 1024];
@@ -73,6 +131,15 @@ fn serve(mut conn: TcpStream, service: backend_api::Service) -> io::Result<()> {
         }
         out.clear();
         let flow = session.on_input(&buf[..n], &mut out);
+        match reply {
+            Reply::Correct => {}
+            Reply::Corrupt => {
+                if let Some(b) = out.first_mut() {
+                    *b ^= 0x20;
+                }
+            }
+            Reply::After(d) => std::thread::sleep(d),
+        }
         conn.write_all(&out)?;
         if flow == Flow::Close {
             return Ok(());

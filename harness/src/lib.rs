@@ -6,6 +6,7 @@ pub mod analysis;
 pub mod cli;
 pub mod compare;
 pub mod cores;
+pub mod diff;
 pub mod doctor;
 pub mod duration;
 #[cfg(debug_assertions)]

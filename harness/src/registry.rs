@@ -30,6 +30,10 @@ pub fn all() -> Vec<Arc<dyn Backend>> {
     if std::env::var(crate::faulty::ENV).as_deref() == Ok("1") {
         all.push(Arc::new(crate::faulty::PanicAfter(8)));
         all.push(Arc::new(crate::faulty::NeverReady));
+        all.push(Arc::new(crate::faulty::CorruptReplies));
+        all.push(Arc::new(crate::faulty::SlowReplies(
+            std::time::Duration::from_millis(2),
+        )));
     }
     all
 }

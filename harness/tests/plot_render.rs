@@ -60,6 +60,7 @@ fn expected() -> Vec<(String, ChartKind, Vec<&'static str>)> {
         LatencyVsLoad,
         all.clone(),
     ));
+    v.push(("cost-vs-load-echo-64B-d1-c64", CostVsLoad, all.clone()));
     let mut v: Vec<(String, ChartKind, Vec<&str>)> = v
         .into_iter()
         .map(|(n, k, b)| (n.to_string(), k, b))

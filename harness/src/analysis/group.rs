@@ -249,6 +249,7 @@ pub(crate) fn status_word(cell: &Cell) -> &'static str {
         CellStatus::Ok => "no data",
         CellStatus::Failed { .. } => "failed",
         CellStatus::Unsupported { .. } => "unsupported",
+        CellStatus::Invalid { .. } => "invalid",
     }
 }
 
@@ -256,7 +257,9 @@ pub(crate) fn status_word(cell: &Cell) -> &'static str {
 pub(crate) fn status_reason(cell: &Cell) -> String {
     match &cell.status {
         CellStatus::Ok => "status ok but no client measurements recorded".to_string(),
-        CellStatus::Failed { reason, .. } | CellStatus::Unsupported { reason } => reason.clone(),
+        CellStatus::Failed { reason, .. }
+        | CellStatus::Unsupported { reason }
+        | CellStatus::Invalid { reason } => reason.clone(),
     }
 }
 

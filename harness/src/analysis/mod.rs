@@ -14,3 +14,4 @@ pub(crate) use group::{is_ok, status_reason, status_word, Group, Index, Shape};
 pub(crate) use histogram::{decode_histogram, merged_histogram, Which};
 pub(crate) use metrics::*;
 pub(crate) use text::*;
+pub mod stats;

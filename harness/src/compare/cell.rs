@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use backend_api::StopSignal;
 
-use super::cost::{self, ProcSnapshot, SyscallCounter};
+use super::cost::{self, CpuClock, ProcSnapshot, SyscallCounter};
 use super::server::{ServerProcess, ServerSpec};
 use super::suite::PlannedCell;
 use crate::load::{LoadConfig, LoadReport, WindowObserver, FD_MARGIN};
-use crate::results::{Cell, CellStatus, ClientMeasure, Percentiles, ServerCost};
+use crate::results::{Cell, CellStatus, ClientMeasure, CostLedger, Percentiles, ServerCost};
 
 /// How long a server may take to stop after its stdin closes.
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -33,6 +33,7 @@ pub struct CellJob<'a> {
 struct ServerWindow {
     pid: u32,
     counter: Option<SyscallCounter>,
+    clock: Option<CpuClock>,
     start: Mutex<Option<Edge>>,
     end: Mutex<Option<Edge>>,
 }
@@ -44,10 +45,31 @@ struct Edge {
     syscalls: Option<u64>,
     /// System-wide kernel memory.
     kmem: cost::KernelMem,
+    /// The ledger's readings.
+    ledger: LedgerEdge,
+}
+
+/// The cost ledger's readings at one edge, taken in mirror order at the two edges so the
+/// window they span is the same for each.
+struct LedgerEdge {
+    at: Instant,
+    cores: Option<std::collections::BTreeMap<usize, cost::CoreTicks>>,
+    /// This process (the load generator): schedstat over its threads.
+    client_ns: Option<u64>,
+    /// The server tree by schedstat (the fallback when perf's task-clock cannot be opened).
+    server_sched_ns: Option<u64>,
+    /// The server tree by task-clock since the window opened (closing edge only).
+    server_clock_ns: Option<u64>,
 }
 
 impl WindowObserver for ServerWindow {
     fn window_start(&self) {
+        let cores = cost::core_ticks().ok();
+        let client_ns = cost::schedstat_ns(std::process::id()).ok();
+        let server_sched_ns = cost::schedstat_ns(self.pid).ok();
+        if let Some(c) = &self.clock {
+            let _ = c.start();
+        }
         if let Some(c) = &self.counter {
             let _ = c.start();
         }
@@ -56,17 +78,106 @@ impl WindowObserver for ServerWindow {
             proc,
             syscalls: None,
             kmem: cost::kernel_mem(),
+            ledger: LedgerEdge {
+                at: Instant::now(),
+                cores,
+                client_ns,
+                server_sched_ns,
+                server_clock_ns: None,
+            },
         });
     }
 
     fn window_end(&self) {
         let snap = cost::snapshot(self.pid).ok();
         let syscalls = self.counter.as_ref().and_then(|c| c.stop().ok());
+        let server_clock_ns = self.clock.as_ref().and_then(|c| c.stop().ok());
+        let at = Instant::now();
+        let server_sched_ns = cost::schedstat_ns(self.pid).ok();
+        let client_ns = cost::schedstat_ns(std::process::id()).ok();
+        let cores = cost::core_ticks().ok();
         *self.end.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
             proc,
             syscalls,
             kmem: cost::kernel_mem(),
+            ledger: LedgerEdge {
+                at,
+                cores,
+                client_ns,
+                server_sched_ns,
+                server_clock_ns,
+            },
         });
+    }
+}
+
+/// The cell's cost ledger from the readings at the window's two edges.
+fn ledger(
+    e0: &LedgerEdge,
+    e1: &LedgerEdge,
+    clock_absent: Option<&str>,
+    requests: f64,
+    server_cores: &[usize],
+    client_cores: &[usize],
+) -> CostLedger {
+    let window_s = e1.at.saturating_duration_since(e0.at).as_secs_f64();
+    let sched = e0
+        .server_sched_ns
+        .zip(e1.server_sched_ns)
+        .map(|(a, b)| b.saturating_sub(a));
+    // Each count misses something: perf's task-clock reads 20-30% below the scheduler's
+    // runtime when a server sleeps between requests (10k req/s here; most likely the time
+    // around each context switch), schedstat leaves out tasks that exited inside the
+    // window (a thread-per-connection server under churn). The larger is the better lower
+    // bound, and the method says which it was.
+    let (server_cpu_ns, method, absent) = match (e1.server_clock_ns, sched) {
+        (Some(clock), Some(sched)) if clock > sched => (
+            Some(clock),
+            "perf task-clock (tasks exited in the window)",
+            None,
+        ),
+        (_, Some(sched)) => (Some(sched), "schedstat", None),
+        (Some(clock), None) => (
+            Some(clock),
+            "perf task-clock",
+            Some("schedstat unreadable; task-clock reads low when the server sleeps often".into()),
+        ),
+        (None, None) => (
+            None,
+            "none",
+            Some(format!(
+                "neither /proc/PID/task/*/schedstat nor perf task-clock ({}) could be read",
+                clock_absent.unwrap_or("counter could not be read")
+            )),
+        ),
+    };
+    let client_cpu_ns = e0
+        .client_ns
+        .zip(e1.client_ns)
+        .map(|(a, b)| b.saturating_sub(a));
+    let (server, client) = match (&e0.cores, &e1.cores) {
+        (Some(a), Some(b)) => (
+            cost::core_usage(a, b, server_cores),
+            cost::core_usage(a, b, client_cores),
+        ),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let mut noisy_reasons = cost::noisy("server", &server, server_cpu_ns, window_s);
+    noisy_reasons.extend(cost::noisy("client", &client, client_cpu_ns, window_s));
+    let per_req = |ns: u64| ns as f64 / 1e3 / requests;
+    CostLedger {
+        window_s,
+        server_cpu_ns,
+        server_cpu_method: method.to_string(),
+        server_cpu_ns_task_clock: e1.server_clock_ns,
+        server_cpu_absent: absent,
+        server_cpu_us_per_req: server_cpu_ns.map(per_req),
+        client_cpu_ns,
+        client_cpu_us_per_req: client_cpu_ns.map(per_req),
+        server_cores: server,
+        client_cores: client,
+        noisy_host: !noisy_reasons.is_empty(),
+        noisy_reasons,
     }
 }
 
@@ -86,6 +197,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         status: CellStatus::Ok,
         client: None,
         server: None,
+        ledger: None,
     };
     // Each connection costs a descriptor in the server and one here. A cell the limits
     // cannot hold is recorded as such with the fix, not run into EMFILE and charted as slow.
@@ -139,9 +251,14 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         Ok(c) => (Some(c), None),
         Err(why) => (None, Some(why)),
     };
+    let (clock, clock_absent) = match CpuClock::open(server.pid()) {
+        Ok(c) => (Some(c), None),
+        Err(why) => (None, Some(why)),
+    };
     let window = ServerWindow {
         pid: server.pid(),
         counter,
+        clock,
         start: Mutex::new(None),
         end: Mutex::new(None),
     };
@@ -205,6 +322,14 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         .take();
     let end = window.end.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let (Some(e0), Some(e1)) = (start, end) {
+        cell.ledger = Some(ledger(
+            &e0.ledger,
+            &e1.ledger,
+            clock_absent.as_deref(),
+            requests,
+            job.server_cores,
+            job.client_cores,
+        ));
         let (s0, s1, syscalls) = (e0.proc, e1.proc, e1.syscalls);
         let (user, sys) = (s1.user_s - s0.user_s, s1.sys_s - s0.sys_s);
         let ctx = (
@@ -258,9 +383,43 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             ),
         };
     }
+    if cell.status == CellStatus::Ok {
+        if let Some(reason) = reply_errors(&client.errors) {
+            cell.status = CellStatus::Invalid { reason };
+        }
+    }
     cell.client = Some(client);
     cell.wall_s = t0.elapsed().as_secs_f64();
     cell
+}
+
+/// Error kinds that mean the server answered wrongly or not at all: a cell with any of
+/// them measured something other than a correct server. Connection-level errors (resets,
+/// refusals) are not among them: a server may legitimately refuse what it cannot hold, and
+/// that is recorded as unsupported instead.
+const REPLY_ERRORS: [&str; 7] = [
+    "echo_mismatch",
+    "short_reply",
+    "garbled_reply",
+    "no_content_length",
+    "unsolicited_data",
+    "unanswered_at_end",
+    "http_status_",
+];
+
+/// "3 echo_mismatch, 1 unanswered_at_end" when the client saw wrong or missing replies.
+pub fn reply_errors(errors: &std::collections::BTreeMap<String, u64>) -> Option<String> {
+    let bad: Vec<String> = errors
+        .iter()
+        .filter(|(k, n)| **n > 0 && REPLY_ERRORS.iter().any(|r| k.starts_with(r)))
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    (!bad.is_empty()).then(|| {
+        format!(
+            "client saw wrong or missing replies: {}; numbers not of a correct server",
+            bad.join(", ")
+        )
+    })
 }
 
 fn pct(s: &crate::load::LatencySummary) -> Percentiles {
@@ -314,6 +473,12 @@ pub fn client_measure(r: &LoadReport) -> ClientMeasure {
             .map(|s| s.lag.p99_ns as f64 / 1000.0),
         client_cpu_util: r.threads.iter().map(|t| t.cpu_busy).collect(),
         client_bound: r.client_bound,
+        saturated: crate::analysis::stats::saturated(
+            r.schedule.as_ref().map(|s| s.target_rate),
+            r.schedule
+                .as_ref()
+                .map_or(r.throughput.requests_per_s, |s| s.achieved_rate),
+        ),
         connections_requested: r.connections.requested,
         connections_established: r.connections.established,
         connect_latency_us: (r.connect_latency.count > 0).then(|| pct(&r.connect_latency)),

@@ -1,9 +1,15 @@
-//! Server-side cost over a measured window: CPU time and context switches from /proc, and
-//! syscalls from the `raw_syscalls:sys_enter` tracepoint via perf_event_open.
+//! The cost ledger: what the server (and the load generator) spent over exactly the
+//! measured window. On-CPU nanoseconds of the whole server process tree from perf's
+//! task-clock (schedstat as the cross-check and fallback), the tick-sampled user/system
+//! split and context switches from /proc, syscalls from the `raw_syscalls:sys_enter`
+//! tracepoint, and how each chosen core spent the window from /proc/stat.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+pub use crate::results::CoreUsage;
 
 /// Process-wide counters read from /proc at one instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -129,16 +135,16 @@ const TRACEPOINT_ID_PATHS: [&str; 2] = [
     "/sys/kernel/debug/tracing/events/raw_syscalls/sys_enter/id",
 ];
 
-/// Counts syscalls entered by every thread of a process, like
-/// `perf stat -e raw_syscalls:sys_enter -p PID`: one counter per thread (threads that exist
-/// when it is opened) with `inherit`, so threads they create later are counted too.
+/// Counts syscalls entered by every thread of a process tree, like
+/// `perf stat -e raw_syscalls:sys_enter -p PID`: one counter per task that exists when it
+/// is opened, with `inherit`, so threads and children created later are counted too.
 pub struct SyscallCounter {
-    fds: Vec<OwnedFd>,
+    counters: PerfCounters,
 }
 
 impl SyscallCounter {
-    /// Opens disabled counters on every thread of `pid`; errors say why counting is not
-    /// possible (tracefs missing, perf_event_paranoid, no permission).
+    /// Opens disabled counters on every task of `pid`'s tree; errors say why counting is
+    /// not possible (tracefs missing, perf_event_paranoid, no permission).
     pub fn open(pid: u32) -> Result<SyscallCounter, String> {
         let id = TRACEPOINT_ID_PATHS
             .iter()
@@ -147,21 +153,70 @@ impl SyscallCounter {
             .ok_or_else(|| {
                 "tracepoint raw_syscalls:sys_enter not found (tracefs not mounted: mount -t tracefs nodev /sys/kernel/tracing)".to_string()
             })?;
-        let tasks = fs::read_dir(format!("/proc/{pid}/task"))
-            .map_err(|e| format!("listing threads of {pid}: {e}"))?;
+        let counters =
+            PerfCounters::open(pid, perf_event_open_sys::bindings::PERF_TYPE_TRACEPOINT, id)?;
+        Ok(SyscallCounter { counters })
+    }
+
+    /// Zeroes and starts every counter.
+    pub fn start(&self) -> io::Result<()> {
+        self.counters.start()
+    }
+
+    /// Stops every counter and returns the sum.
+    pub fn stop(&self) -> io::Result<u64> {
+        self.counters.stop()
+    }
+}
+
+/// On-CPU nanoseconds of a process tree, from perf's software `task-clock` counted on
+/// every task (thread, child process, kernel io-thread such as iou-sqp and iou-wrk) that
+/// exists when it is opened, with `inherit`. What a task that exits inside the window ran
+/// is kept: an opened task's counter stays readable after it exits, and an inherited
+/// task's count is folded into its parent's counter when it exits. But a server that
+/// sleeps between requests reads 20-30% below [`schedstat_ns`] and the tick totals
+/// (measured here at 10k req/s; most likely the time around each context switch, which
+/// the scheduler charges to the task and perf does not), so the ledger takes the larger.
+pub struct CpuClock {
+    counters: PerfCounters,
+}
+
+impl CpuClock {
+    /// Opens disabled task-clock counters on `pid`'s tree; errors say why not.
+    pub fn open(pid: u32) -> Result<CpuClock, String> {
+        let counters = PerfCounters::open(
+            pid,
+            perf_event_open_sys::bindings::PERF_TYPE_SOFTWARE,
+            perf_event_open_sys::bindings::PERF_COUNT_SW_TASK_CLOCK as u64,
+        )?;
+        Ok(CpuClock { counters })
+    }
+
+    /// Zeroes and starts the clock.
+    pub fn start(&self) -> io::Result<()> {
+        self.counters.start()
+    }
+
+    /// Stops the clock and returns the nanoseconds run since [`CpuClock::start`].
+    pub fn stop(&self) -> io::Result<u64> {
+        self.counters.stop()
+    }
+}
+
+/// One perf counter per task of a process tree, opened disabled with `inherit`.
+struct PerfCounters {
+    fds: Vec<OwnedFd>,
+}
+
+impl PerfCounters {
+    fn open(pid: u32, type_: u32, config: u64) -> Result<PerfCounters, String> {
+        let tasks = tree_tasks(pid).map_err(|e| format!("listing threads of {pid}: {e}"))?;
         let mut fds = Vec::new();
-        for task in tasks.flatten() {
-            let Some(tid) = task
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<i32>().ok())
-            else {
-                continue;
-            };
+        for tid in tasks {
             let mut attr = perf_event_open_sys::bindings::perf_event_attr {
-                type_: perf_event_open_sys::bindings::PERF_TYPE_TRACEPOINT,
+                type_,
                 size: std::mem::size_of::<perf_event_open_sys::bindings::perf_event_attr>() as u32,
-                config: id,
+                config,
                 ..Default::default()
             };
             attr.set_disabled(1);
@@ -170,7 +225,7 @@ impl SyscallCounter {
             let fd = unsafe {
                 perf_event_open_sys::perf_event_open(
                     &mut attr,
-                    tid,
+                    tid as i32,
                     -1,
                     -1,
                     perf_event_open_sys::bindings::PERF_FLAG_FD_CLOEXEC as libc::c_ulong,
@@ -194,11 +249,10 @@ impl SyscallCounter {
         if fds.is_empty() {
             return Err(format!("process {pid} has no threads to count"));
         }
-        Ok(SyscallCounter { fds })
+        Ok(PerfCounters { fds })
     }
 
-    /// Zeroes and starts every counter.
-    pub fn start(&self) -> io::Result<()> {
+    fn start(&self) -> io::Result<()> {
         for fd in &self.fds {
             // SAFETY: the perf event fd is open (owned by self.fds); this ioctl takes an integer argument.
             unsafe {
@@ -220,8 +274,7 @@ impl SyscallCounter {
         Ok(())
     }
 
-    /// Stops every counter and returns the sum.
-    pub fn stop(&self) -> io::Result<u64> {
+    fn stop(&self) -> io::Result<u64> {
         let mut total = 0u64;
         for fd in &self.fds {
             // SAFETY: the perf event fd is open (owned by self.fds); this ioctl takes an integer argument.
@@ -233,7 +286,8 @@ impl SyscallCounter {
                 ))
             }?;
             let mut v = 0u64;
-            // SAFETY: reads 8 bytes into a live u64; the default read_format is one u64.
+            // SAFETY: reads 8 bytes into a live u64; the default read_format is one u64
+            // (the event's count plus that of its inherited children).
             let n = unsafe { libc::read(fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
             if n != 8 {
                 return Err(io::Error::last_os_error());
@@ -242,6 +296,182 @@ impl SyscallCounter {
         }
         Ok(total)
     }
+}
+
+/// Every task (thread) of `pid` and of its descendant processes, kernel io-threads
+/// included (they are tasks of the process that created them), from
+/// /proc/PID/task/TID/children.
+pub fn tree_tasks(pid: u32) -> io::Result<Vec<u32>> {
+    let mut tasks = Vec::new();
+    let mut procs = vec![pid];
+    let mut first = true;
+    while let Some(p) = procs.pop() {
+        let listing = match fs::read_dir(format!("/proc/{p}/task")) {
+            Ok(l) => l,
+            // A descendant that exited meanwhile has nothing left to count; the root must exist.
+            Err(e) if !first && e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        first = false;
+        for task in listing.flatten() {
+            let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            tasks.push(tid);
+            if let Ok(children) = fs::read_to_string(task.path().join("children")) {
+                procs.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// On-CPU nanoseconds of every live task of `pid`'s tree: the first field of each
+/// /proc/PID/task/TID/schedstat. Tasks that exited are missing from the sum, so a
+/// difference of two readings loses what a task that exited in between ran; [`CpuClock`]
+/// does not.
+pub fn schedstat_ns(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for tid in tree_tasks(pid)? {
+        // /proc/TID works for any thread id, whichever process it belongs to.
+        if let Ok(s) = fs::read_to_string(format!("/proc/{tid}/schedstat")) {
+            total += parse_schedstat_ns(&s).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
+
+fn parse_schedstat_ns(s: &str) -> Option<u64> {
+    s.split_whitespace().next()?.parse().ok()
+}
+
+/// One CPU's line of /proc/stat, in clock ticks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CoreTicks {
+    pub user: u64,
+    pub nice: u64,
+    pub system: u64,
+    pub idle: u64,
+    pub iowait: u64,
+    pub irq: u64,
+    pub softirq: u64,
+    pub steal: u64,
+}
+
+/// Every `cpuN` line of /proc/stat.
+pub fn core_ticks() -> io::Result<BTreeMap<usize, CoreTicks>> {
+    Ok(parse_proc_stat(&fs::read_to_string("/proc/stat")?))
+}
+
+fn parse_proc_stat(text: &str) -> BTreeMap<usize, CoreTicks> {
+    let mut cores = BTreeMap::new();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let Some(core) = it
+            .next()
+            .and_then(|n| n.strip_prefix("cpu"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let v: Vec<u64> = it.map(|f| f.parse().unwrap_or(0)).collect();
+        let f = |i: usize| v.get(i).copied().unwrap_or(0);
+        cores.insert(
+            core,
+            CoreTicks {
+                user: f(0),
+                nice: f(1),
+                system: f(2),
+                idle: f(3),
+                iowait: f(4),
+                irq: f(5),
+                softirq: f(6),
+                steal: f(7),
+            },
+        );
+    }
+    cores
+}
+
+/// How `cores` spent the window between two /proc/stat readings, as shares of each core's
+/// ticks (tick-sampled: ±1 tick per field).
+pub fn core_usage(
+    before: &BTreeMap<usize, CoreTicks>,
+    after: &BTreeMap<usize, CoreTicks>,
+    cores: &[usize],
+) -> Vec<CoreUsage> {
+    cores
+        .iter()
+        .filter_map(|c| {
+            let (a, b) = (before.get(c)?, after.get(c)?);
+            let d = |f: fn(&CoreTicks) -> u64| f(b).saturating_sub(f(a));
+            let (user, nice, system) = (d(|t| t.user), d(|t| t.nice), d(|t| t.system));
+            let (idle, iowait, irq) = (d(|t| t.idle), d(|t| t.iowait), d(|t| t.irq));
+            let (softirq, steal) = (d(|t| t.softirq), d(|t| t.steal));
+            let total = user + nice + system + idle + iowait + irq + softirq + steal;
+            let share = |v: u64| v as f64 / total.max(1) as f64;
+            Some(CoreUsage {
+                core: *c,
+                ticks: total,
+                user: share(user + nice),
+                system: share(system),
+                irq: share(irq),
+                softirq: share(softirq),
+                steal: share(steal),
+                idle: share(idle + iowait),
+            })
+        })
+        .collect()
+}
+
+/// Steal above this share of any chosen core over the window flags the cell `noisy_host`:
+/// the hypervisor took the CPU away often enough to move a 3% verdict.
+pub const NOISY_STEAL: f64 = 0.02;
+/// Busy time on a side's cores not run by that side's own processes, above this share of
+/// those cores, flags the cell `noisy_host`: something else (a build, another benchmark,
+/// ksoftirqd for someone else) competed for them. Generous, because the /proc/stat ticks it
+/// is computed from are ±1 tick per core and field.
+pub const NOISY_FOREIGN: f64 = 0.05;
+
+/// Why a side's cores were too busy with something else to trust the cell, if they were.
+/// `own_ns` is what that side's processes ran over `window_s` (they are pinned to those
+/// cores, so all of it ran there).
+pub fn noisy(side: &str, usage: &[CoreUsage], own_ns: Option<u64>, window_s: f64) -> Vec<String> {
+    let mut why = Vec::new();
+    for u in usage {
+        if u.steal > NOISY_STEAL {
+            why.push(format!(
+                "{side} core {} lost {:.1}% to steal (threshold {:.0}%)",
+                u.core,
+                u.steal * 100.0,
+                NOISY_STEAL * 100.0
+            ));
+        }
+    }
+    if let (Some(own), false) = (own_ns, usage.is_empty()) {
+        let capacity = window_s * usage.len() as f64;
+        let busy: f64 = usage
+            .iter()
+            .map(|u| (u.user + u.system + u.irq + u.softirq) * window_s)
+            .sum();
+        let foreign = (busy - own as f64 / 1e9) / capacity.max(1e-9);
+        if foreign > NOISY_FOREIGN {
+            why.push(format!(
+                "{side} cores ran {:.1}% foreign work (threshold {:.0}%)",
+                foreign * 100.0,
+                NOISY_FOREIGN * 100.0
+            ));
+        }
+    }
+    why
 }
 
 #[cfg(test)]
@@ -290,6 +520,176 @@ mod tests {
         );
         assert!(s.user_s > 0.0 && s.sys_s > 0.0);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A shell that spins `script` (a bounded busy loop) once told to on stdin, prints
+    /// "spun", then waits for end of input.
+    struct Spinner {
+        child: std::process::Child,
+        lines: std::sync::mpsc::Receiver<String>,
+    }
+
+    impl Spinner {
+        fn start(script: &str) -> Spinner {
+            use std::io::BufRead;
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", &format!("read x; {script}; echo spun; read y")])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let (tx, lines) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for l in out.lines().map_while(Result::ok) {
+                    let _ = tx.send(l);
+                }
+            });
+            Spinner { child, lines }
+        }
+
+        fn spin(&mut self) {
+            use std::io::Write;
+            writeln!(self.child.stdin.as_mut().unwrap(), "go").unwrap();
+            let line = self
+                .lines
+                .recv_timeout(std::time::Duration::from_secs(120))
+                .expect("the spinner finishes its bounded loop");
+            assert_eq!(line, "spun");
+        }
+
+        fn finish(mut self) {
+            drop(self.child.stdin.take());
+            self.child.wait().unwrap();
+        }
+    }
+
+    /// Iterations of the shell's busy loop: some tenths of a second of CPU, fewer in CI.
+    fn spin_loop() -> String {
+        let n = if std::env::var("CI").as_deref() == Ok("true") {
+            60_000
+        } else {
+            150_000
+        };
+        format!("i=0; while [ $i -lt {n} ]; do i=$((i+1)); done")
+    }
+
+    #[test]
+    fn nanosecond_cpu_agrees_with_ticks_on_a_busy_loop() {
+        let mut sp = Spinner::start(&spin_loop());
+        let pid = sp.child.id();
+        let clock = match CpuClock::open(pid) {
+            Ok(c) => Some(c),
+            Err(why) => {
+                eprintln!("perf task-clock unavailable here, checking schedstat only: {why}");
+                assert!(why.contains("perf"), "{why}");
+                None
+            }
+        };
+        let sched0 = schedstat_ns(pid).unwrap();
+        if let Some(c) = &clock {
+            c.start().unwrap();
+        }
+        sp.spin();
+        let clock_ns = clock.as_ref().map(|c| c.stop().unwrap());
+        // The child now blocks on stdin: its counters no longer move.
+        let lifetime_ns = schedstat_ns(pid).unwrap();
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let (utime, stime) = parse_stat_times(&stat).unwrap();
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let tick_ns = 1e9 / hz;
+        let ticks_ns = (utime + stime) as f64 * tick_ns;
+        // The kernel scales utime and stime so they sum to the same runtime schedstat
+        // shows, then truncates each to whole ticks: within one tick per field.
+        let life = lifetime_ns as f64;
+        assert!(
+            ticks_ns <= life + 1e6 && ticks_ns > life - 2.0 * tick_ns,
+            "ticks say {ticks_ns} ns, schedstat {lifetime_ns} ns"
+        );
+        let window = lifetime_ns - sched0;
+        assert!(
+            window as f64 > 5.0 * tick_ns,
+            "the loop ran only {window} ns"
+        );
+        if let Some(ns) = clock_ns {
+            // Two exact counters of the same runtime, read a few µs apart.
+            let diff = (ns as f64 - window as f64).abs();
+            assert!(
+                diff < 0.01 * window as f64 + 2e6,
+                "task-clock {ns} ns, schedstat {window} ns"
+            );
+        }
+        sp.finish();
+    }
+
+    #[test]
+    fn task_clock_keeps_what_an_exited_child_ran_and_schedstat_loses_it() {
+        // The loop runs in a subshell: a child process that exits inside the window.
+        let mut sp = Spinner::start(&format!("({})", spin_loop()));
+        let pid = sp.child.id();
+        let Ok(clock) = CpuClock::open(pid) else {
+            eprintln!("perf task-clock unavailable here; nothing to compare");
+            sp.finish();
+            return;
+        };
+        let sched0 = schedstat_ns(pid).unwrap();
+        clock.start().unwrap();
+        sp.spin();
+        let ns = clock.stop().unwrap();
+        let sched = schedstat_ns(pid).unwrap() - sched0;
+        assert!(
+            ns > 50_000_000 && ns > 5 * sched,
+            "task-clock {ns} ns, schedstat of the live tasks {sched} ns"
+        );
+        sp.finish();
+    }
+
+    #[test]
+    fn process_tree_includes_children_and_their_threads() {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 60 & read x; kill $!"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        // The background sleep appears as soon as the shell forked it.
+        let mut tasks = Vec::new();
+        for _ in 0..2000 {
+            tasks = tree_tasks(pid).unwrap();
+            if tasks.len() >= 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(tasks.contains(&pid) && tasks.len() >= 2, "{tasks:?}");
+        drop(child.stdin.take());
+        child.wait().unwrap();
+        assert!(tree_tasks(pid).is_err(), "a reaped process has no tree");
+    }
+
+    #[test]
+    fn core_usage_shares_and_noise_flags() {
+        let before = parse_proc_stat(
+            "cpu  1 2 3 4\ncpu0 100 0 50 800 0 0 10 0 0 0\ncpu1 100 0 50 800 0 0 10 0 0 0\nintr 5\n",
+        );
+        let after = parse_proc_stat(
+            "cpu  1 2 3 4\ncpu0 150 0 90 800 0 0 20 0 0 0\ncpu1 110 0 55 880 0 0 10 5 0 0\n",
+        );
+        assert_eq!(before.len(), 2);
+        let u = core_usage(&before, &after, &[0, 1, 7]);
+        assert_eq!(u.len(), 2, "core 7 does not exist");
+        assert_eq!(u[0].ticks, 100);
+        assert!((u[0].user - 0.5).abs() < 1e-9 && (u[0].system - 0.4).abs() < 1e-9);
+        assert!((u[0].softirq - 0.1).abs() < 1e-9 && u[0].idle.abs() < 1e-9);
+        assert!((u[1].steal - 0.05).abs() < 1e-9 && (u[1].idle - 0.8).abs() < 1e-9);
+        // Core 0 was fully busy for 1 s: with the server's own 1 s, nothing foreign.
+        assert!(noisy("server", &u[..1], Some(1_000_000_000), 1.0).is_empty());
+        // The server ran only half of it: the rest was someone else's.
+        let why = noisy("server", &u[..1], Some(500_000_000), 1.0);
+        assert!(why.len() == 1 && why[0].contains("foreign"), "{why:?}");
+        let why = noisy("client", &u[1..], Some(300_000_000), 1.0);
+        assert!(why.len() == 1 && why[0].contains("steal"), "{why:?}");
     }
 
     #[test]

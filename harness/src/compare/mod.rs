@@ -6,6 +6,7 @@
 //! from this process pinned to the client cores, takes the server's cost over the measured
 //! window only, stops the server, and rewrites the results file atomically.
 
+mod adaptive;
 mod cell;
 pub mod cost;
 mod manifest;
@@ -79,6 +80,18 @@ pub struct CompareArgs {
     /// perf (see `harness profile`), into DIR/<shape>/.
     #[arg(long, value_name = "DIR")]
     pub profile: Option<PathBuf>,
+    /// Adaptive repeats: after a shape's planned repeats, run more rounds (every backend,
+    /// interleaved) until each backend's CPU/req ratio to --reference has a 95% interval
+    /// within --ci-target, up to this many repeats in all (default: the planned repeats,
+    /// i.e. no extra rounds).
+    #[arg(long, value_name = "N")]
+    pub max_repeats: Option<u32>,
+    /// Relative half-width of the ratio's interval that ends adaptive repeats, in percent.
+    #[arg(long, value_name = "PCT", default_value_t = 3.0)]
+    pub ci_target: f64,
+    /// Backend the summary's verdicts compare every other backend to.
+    #[arg(long, value_name = "BACKEND", default_value = crate::analysis::stats::DEFAULT_REFERENCE)]
+    pub reference: String,
     /// Seconds a server may take to print READY before its cell is marked failed.
     #[arg(
         long,
@@ -342,7 +355,25 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     let progress = progress_bar(planned as u64);
     // Interleave repeats across backends: A B C A B C, so drift hits every backend alike.
     'cells: for shape in &cells {
-        for repeat in 0..shape.repeats {
+        let cap = args.max_repeats.unwrap_or(shape.repeats).max(shape.repeats);
+        let mut repeat = 0;
+        while repeat < shape.repeats
+            || adaptive::another_round(
+                adaptive::widest_half_width(
+                    &results.cells,
+                    &shape.group,
+                    &shape.workload,
+                    &backends,
+                    &args.reference,
+                ),
+                args.ci_target / 100.0,
+                repeat,
+                cap,
+            )
+        {
+            if repeat >= shape.repeats {
+                progress.inc_length(backends.len() as u64);
+            }
             for backend in &backends {
                 if interrupted.load(Ordering::SeqCst) {
                     break 'cells;
@@ -376,6 +407,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                 write_or_interrupt(&path, &results, results.cells.len() - 1, &mut write_atomic)?;
                 progress.inc(1);
             }
+            repeat += 1;
         }
     }
     progress.finish_and_clear();
@@ -389,7 +421,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         RunState::Complete
     };
     write_or_interrupt(&path, &results, results.cells.len(), &mut write_atomic)?;
-    summary::print(&results, &mut std::io::stdout().lock())?;
+    summary::print_with_reference(&results, &args.reference, &mut std::io::stdout().lock())?;
     if !args.no_plots && !results.cells.is_empty() {
         render_plots(&results, &path);
     }

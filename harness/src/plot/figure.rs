@@ -13,6 +13,8 @@ pub enum ChartKind {
     LatencySpectrum,
     /// 3. Latency (p50, p99) vs offered load, from the open-loop sweep.
     LatencyVsLoad,
+    /// Server CPU and syscalls per request vs offered load, with confidence bands.
+    CostVsLoad,
     /// 4. Server CPU µs per request, user and system stacked.
     CpuPerRequest,
     /// 5. Syscalls and context switches per request.
@@ -27,10 +29,11 @@ pub enum ChartKind {
 
 impl ChartKind {
     /// Every kind, in that order.
-    pub const ALL: [ChartKind; 8] = [
+    pub const ALL: [ChartKind; 9] = [
         ChartKind::ThroughputVsConnections,
         ChartKind::LatencySpectrum,
         ChartKind::LatencyVsLoad,
+        ChartKind::CostVsLoad,
         ChartKind::CpuPerRequest,
         ChartKind::SyscallsPerRequest,
         ChartKind::ThroughputVsCores,
@@ -44,6 +47,7 @@ impl ChartKind {
             ChartKind::ThroughputVsConnections => "throughput vs connections",
             ChartKind::LatencySpectrum => "latency percentile spectrum",
             ChartKind::LatencyVsLoad => "latency vs offered load",
+            ChartKind::CostVsLoad => "cost per request vs offered load",
             ChartKind::CpuPerRequest => "server CPU per request",
             ChartKind::SyscallsPerRequest => "syscalls and context switches per request",
             ChartKind::ThroughputVsCores => "throughput vs server cores",

@@ -16,6 +16,7 @@ mod figure;
 mod font;
 mod idle;
 mod latency;
+mod offered_load;
 pub mod profile;
 pub mod style;
 mod text;
@@ -179,6 +180,7 @@ pub fn plan(results: &ResultsFile) -> (Vec<Figure>, Vec<String>) {
     figs.extend(throughput::vs_connections(&index));
     figs.extend(latency::spectra(&index, &mut warnings));
     figs.extend(latency::vs_load(&index));
+    figs.extend(offered_load::cost_vs_load(&index));
     figs.extend(cost::cpu(&index));
     figs.extend(cost::syscalls_and_switches(&index));
     figs.extend(throughput::vs_cores(&index));

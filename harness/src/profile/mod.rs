@@ -295,7 +295,9 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
         workload: args.workload,
         connections,
         depth: args.depth,
-        size: args.size.unwrap_or_else(|| args.workload.facts().defaults.size),
+        size: args
+            .size
+            .unwrap_or_else(|| args.workload.facts().defaults.size),
         rate: args.rate,
         warmup_s: args.warmup,
         duration_s: args.duration,

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use hdrhistogram::Histogram;
 
-use crate::plot::common::{cores_slug, shape_slug};
 use crate::analysis::{decode_histogram, is_ok, Index, Shape};
+use crate::plot::common::{cores_slug, shape_slug};
 use crate::results::ResultsFile;
 
 /// Ticks per half distance to 100%: the resolution HdrHistogram and wrk2 print with.

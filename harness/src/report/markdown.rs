@@ -60,6 +60,15 @@ impl PlotLinks {
 
 /// The markdown report of `results`.
 pub fn markdown(results: &ResultsFile, links: &PlotLinks) -> String {
+    markdown_with_reference(results, links, crate::analysis::stats::DEFAULT_REFERENCE)
+}
+
+/// The markdown report of `results`, verdicts taken against `reference`.
+pub fn markdown_with_reference(
+    results: &ResultsFile,
+    links: &PlotLinks,
+    reference: &str,
+) -> String {
     let index = Index::new(results);
     let (figs, _) = plan(results);
     let mut md = String::new();
@@ -78,6 +87,7 @@ pub fn markdown(results: &ResultsFile, links: &PlotLinks) -> String {
     for (group, shapes) in groups(results) {
         table(&mut md, &index, &group, &shapes, &figs, links);
     }
+    super::verdicts::section(&mut md, &index, results, reference);
     if let Some(claims) = super::claims::section(results) {
         md.push_str(&claims);
     }

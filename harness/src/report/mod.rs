@@ -8,6 +8,7 @@ mod csv;
 pub mod hgrm;
 mod html;
 mod markdown;
+mod verdicts;
 
 use std::fs;
 use std::io::Write;
@@ -17,7 +18,7 @@ use anyhow::Context;
 
 pub use csv::csv;
 pub use html::html;
-pub use markdown::{markdown, PlotLinks};
+pub use markdown::{markdown, markdown_with_reference, PlotLinks};
 
 use crate::results::read_results;
 
@@ -59,6 +60,9 @@ pub struct ReportArgs {
     /// `harness plot` writes them]. Links are relative to the report's own location.
     #[arg(long, value_name = "DIR")]
     pub plots: Option<PathBuf>,
+    /// Backend the verdicts compare every other backend to.
+    #[arg(long, value_name = "BACKEND", default_value = crate::analysis::stats::DEFAULT_REFERENCE)]
+    pub reference: String,
 }
 
 /// `harness report`.
@@ -88,7 +92,7 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<()> {
         }
         ReportFormat::Summary => {
             let mut buf = Vec::new();
-            crate::compare::summary::print(&results, &mut buf)?;
+            crate::compare::summary::print_with_reference(&results, &args.reference, &mut buf)?;
             String::from_utf8_lossy(&buf).into_owned()
         }
         ReportFormat::Markdown => {
@@ -103,7 +107,7 @@ pub fn run(mut args: ReportArgs) -> anyhow::Result<()> {
                 None => parent_dir(&args.results),
             };
             let links = PlotLinks::detect(&relative_path(&plots, &from)?, &plots, &results);
-            markdown(&results, &links)
+            markdown_with_reference(&results, &links, &args.reference)
         }
     };
     match &args.out {

@@ -5,6 +5,7 @@
 //! the command, each [`Cell`] its workload, cores and repeat, and the raw histograms are
 //! kept so percentiles can be recomputed or merged.
 
+mod ledger;
 mod upgrade;
 mod write;
 
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use crate::load::{Workload as WorkloadKind, WorkloadSpec};
+pub use ledger::{CoreUsage, CostLedger};
 pub use write::{claim_results_path, is_disk_full, read_results, write_atomic, write_atomic_via};
 
 /// The JSON Schema of results files, as committed in `harness/schema/results.schema.json`.
@@ -171,6 +173,10 @@ pub struct Cell {
     pub client: Option<ClientMeasure>,
     /// Server-side cost over the measured window.
     pub server: Option<ServerCost>,
+    /// Nanosecond CPU of both sides and the chosen cores' breakdown over the measured
+    /// window. Absent in files written before it was measured.
+    #[serde(default)]
+    pub ledger: Option<CostLedger>,
 }
 
 /// How a cell ended.
@@ -189,6 +195,14 @@ pub enum CellStatus {
     /// The backend cannot do this workload here (e.g. more connections than its cap).
     Unsupported {
         /// Why, recorded instead of a zero.
+        reason: String,
+    },
+    /// Measured, but the client saw wrong or missing replies (echo mismatch, malformed or
+    /// wrong responses, requests left unanswered): the numbers are not of a correct
+    /// server, so the cell is never charted or compared. The counts are in the client's
+    /// `errors`.
+    Invalid {
+        /// Which errors, with their counts.
         reason: String,
     },
 }
@@ -242,6 +256,10 @@ pub struct ClientMeasure {
     pub client_cpu_util: Vec<f64>,
     /// True when any client thread was ≥ 90% busy: the number may measure the client.
     pub client_bound: bool,
+    /// Open loop: the achieved rate fell more than 1% short of the target, so the server
+    /// (or the client) did not keep up and the cell is not compared as if it had.
+    #[serde(default)]
+    pub saturated: bool,
     /// Connections asked for (active plus idle).
     pub connections_requested: u64,
     /// Connections that were established.
@@ -261,13 +279,14 @@ pub struct ClientMeasure {
 /// What the server process spent over the measured window.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ServerCost {
-    /// User CPU seconds of the server process (all threads).
+    /// User CPU seconds of the server process (all threads), tick-sampled (/proc/PID/stat,
+    /// 10 ms ticks): the split, not the total, is what it is for; see the cell's `ledger`.
     pub cpu_user_s: f64,
-    /// System CPU seconds of the server process.
+    /// System CPU seconds of the server process, tick-sampled.
     pub cpu_sys_s: f64,
-    /// User CPU µs per completed request.
+    /// User CPU µs per completed request, tick-sampled.
     pub cpu_user_us_per_req: f64,
-    /// System CPU µs per completed request.
+    /// System CPU µs per completed request, tick-sampled.
     pub cpu_sys_us_per_req: f64,
     /// Share of the server cores kept busy, 0..1 per core summed.
     pub cpu_busy: f64,

@@ -202,6 +202,7 @@ impl Builder {
                 status: spec.status,
                 client: None,
                 server: None,
+                ledger: None,
             });
             return;
         }
@@ -278,6 +279,7 @@ impl Builder {
             schedule_lag_p99_us: w.rate.map(|_| round(3.0 + self.rng.unit() * 20.0, 1)),
             client_cpu_util: vec![round(busy, 3)],
             client_bound: spec.client_bound,
+            saturated: false,
             connections_requested: conns as u64,
             connections_established: conns as u64,
             connect_latency_us: connect,
@@ -325,6 +327,7 @@ impl Builder {
             status: CellStatus::Ok,
             client: Some(client),
             server: Some(server),
+            ledger: None,
         });
     }
 }
