@@ -2,7 +2,7 @@
 //!
 //! A backend crate runs the whole suite with one line in `tests/conformance.rs`:
 //!
-//! ```ignore
+//! ```text
 //! backend_conformance::suite!(backend_epoll::EpollEt);
 //! ```
 //!
@@ -34,7 +34,7 @@ pub use backend_api as __api;
 ///
 /// A backend that cannot pass a case by design (not by a bug) names it with the reason:
 ///
-/// ```ignore
+/// ```text
 /// backend_conformance::suite!(backend_select::Select, except {
 ///     thousand_concurrent_connections: "select(2) cannot watch descriptors >= FD_SETSIZE",
 /// });

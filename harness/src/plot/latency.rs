@@ -48,15 +48,20 @@ const SMALL_MULTIPLES_ABOVE: usize = 5;
 /// [`SMALL_MULTIPLES_ABOVE`].
 fn small_multiples(backends: &[String]) -> Vec<Vec<String>> {
     let mut families: Vec<(backend_api::Family, Vec<String>)> = Vec::new();
+    let mut singles: Vec<String> = Vec::new();
     for b in backends {
         let fam = family(b);
+        // Backends of no family (poll, thread per connection) are no one's siblings.
+        if fam == backend_api::Family::Other {
+            singles.push(b.clone());
+            continue;
+        }
         match families.iter_mut().find(|(f, _)| *f == fam) {
             Some((_, members)) => members.push(b.clone()),
             None => families.push((fam, vec![b.clone()])),
         }
     }
     let mut groups: Vec<Vec<String>> = Vec::new();
-    let mut singles: Vec<String> = Vec::new();
     for (_, members) in families {
         if members.len() == 1 {
             singles.extend(members);
@@ -68,6 +73,8 @@ fn small_multiples(backends: &[String]) -> Vec<Vec<String>> {
             );
         }
     }
+    // In the order they were given.
+    singles.sort_by_key(|s| backends.iter().position(|b| b == s));
     let per = SMALL_MULTIPLES_ABOVE.min(3);
     groups.extend(singles.chunks(per).map(<[String]>::to_vec));
     groups
