@@ -153,24 +153,13 @@ impl<'a> View<'a> {
 }
 
 fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let mut v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    crate::analysis::stats::median(&values.collect::<Vec<f64>>())
 }
 
 /// Server CPU µs per request (user + system).
 fn cpu(c: &Cell) -> Option<f64> {
-    c.server
-        .as_ref()
-        .map(|s| s.cpu_user_us_per_req + s.cpu_sys_us_per_req)
+    // The ns ledger where the cell has one, else the tick-sampled user + system.
+    crate::analysis::stats::cpu_us_per_req(c)
 }
 
 /// Server syscalls per request (perf tracepoint).
