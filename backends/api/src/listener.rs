@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
@@ -122,6 +122,44 @@ fn served_by_this_process(addr: SocketAddr) -> bool {
                 && s.reuse_port().unwrap_or(false)
                 && s.local_addr().ok().and_then(|a| a.as_socket()) == Some(addr)
         })
+}
+
+/// What one nonblocking `accept4` on a shard's listener gave.
+#[derive(Debug)]
+pub enum Accepted {
+    /// A new connection: nonblocking, close-on-exec, not yet [`prepare_accepted`].
+    Conn(OwnedFd),
+    /// The backlog is empty (`EAGAIN`).
+    Empty,
+    /// The process or system is out of descriptors or memory ([`is_accept_exhaustion`]):
+    /// pause accepting for [`ACCEPT_PAUSE`](crate::ACCEPT_PAUSE).
+    Exhausted,
+    /// A connection died in the backlog or a signal interrupted the call
+    /// ([`is_accept_transient`]): try the next one.
+    Retry,
+}
+
+/// One nonblocking `accept4(SOCK_NONBLOCK | SOCK_CLOEXEC)` on `listener`, classified, for
+/// the readiness backends' accept loops; any other error is returned, naming the call.
+pub fn accept_nonblocking(listener: RawFd) -> io::Result<Accepted> {
+    // SAFETY: null address and length pointers mean "peer address not wanted"; the caller's
+    // listener fd is open for the call.
+    let res = unsafe {
+        crate::syscall!(accept4(
+            listener,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+        ))
+    };
+    match res {
+        // SAFETY: accept4 just returned this descriptor and nothing else owns it.
+        Ok(fd) => Ok(Accepted::Conn(unsafe { OwnedFd::from_raw_fd(fd) })),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Accepted::Empty),
+        Err(e) if is_accept_exhaustion(&e) => Ok(Accepted::Exhausted),
+        Err(e) if is_accept_transient(&e) => Ok(Accepted::Retry),
+        Err(e) => Err(io::Error::new(e.kind(), format!("accept4 failed: {e}"))),
+    }
 }
 
 /// Applies the options every accepted connection gets, whichever backend accepted it:

@@ -38,11 +38,11 @@
 #![deny(missing_docs, rust_2018_idioms)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use backend_api::close::{self, Linger, LingerStep, Queued};
-use backend_api::listener::{is_accept_exhaustion, is_accept_transient, prepare_accepted};
+use backend_api::listener::{accept_nonblocking, prepare_accepted, Accepted};
 use backend_api::{
     syscall, AnySession, Backend, Flow, Limits, OutBuf, Session, ShardContext, ShardStats,
     Unsupported, ACCEPT_PAUSE,
@@ -315,29 +315,18 @@ impl Shard {
             if self.conns.len() >= self.limits.max_connections {
                 return Ok(());
             }
-            // SAFETY: null address and length pointers mean "peer address not wanted"; the listener fd is open.
-            let fd = match unsafe {
-                syscall!(accept4(
-                    ctx.listener.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                ))
-            } {
-                Ok(fd) => fd,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if is_accept_exhaustion(&e) => {
+            let fd = match accept_nonblocking(ctx.listener.as_raw_fd())? {
+                Accepted::Conn(fd) => fd,
+                Accepted::Empty => return Ok(()),
+                Accepted::Exhausted => {
                     // Out of descriptors: stop asking for a while; open connections keep
                     // being served, waiting ones stay in the backlog.
                     self.stats.accept_pauses += 1;
                     self.paused_until = Some(Instant::now() + ACCEPT_PAUSE);
                     return Ok(());
                 }
-                Err(e) if is_accept_transient(&e) => continue,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("accept4 failed: {e}"))),
+                Accepted::Retry => continue,
             };
-            // SAFETY: accept4 just returned this descriptor and nothing else owns it.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
             self.stats.accepted += 1;
             if prepare_accepted(&fd).is_err() {
                 // Reset while queued; dropping `fd` closes it.
