@@ -261,7 +261,7 @@ fn backpressure(v: Features) {
     let server = serve(backend, Service::Echo, limits);
     let s = connect(server.local_addr());
     let total = 4 << 20;
-    drop(echo_verified(s, 5, total, 256 * 1024));
+    drop(echo_reading_late(s, 5, total));
     let report = server.stop().unwrap();
     let d = diag.snapshot();
     // One-shot overshoots by at most one read; multishot by what the buffer ring can hold
@@ -275,6 +275,45 @@ fn backpressure(v: Features) {
     );
     assert!(report.total.backpressure_pauses > 0, "{report:?}");
     assert_eq!(report.total.bytes_out, total as u64);
+}
+
+/// Echoes `total` pattern bytes, but starts reading only once 512 KiB were written or the
+/// writer has been blocked for 2 s. Either way the server's pending output must have
+/// reached a 64 KiB limit: 512 KiB cannot fit in the client's untouched receive window and
+/// a 4 KiB send buffer, and a blocked writer means the server stopped reading. (A reader
+/// that keeps up from the start may never let output pile up.)
+fn echo_reading_late(s: std::net::TcpStream, seed: u64, total: usize) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let data = std::sync::Arc::new(util::pattern(seed, total));
+    let mut w = s.try_clone().unwrap();
+    let wdata = data.clone();
+    let (head_tx, head_rx) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        for (i, c) in wdata.chunks(64 * 1024).enumerate() {
+            w.write_all(c).expect("client write");
+            if (i + 1) * 64 * 1024 == 512 * 1024 {
+                let _ = head_tx.send(());
+            }
+        }
+    });
+    let _ = head_rx.recv_timeout(std::time::Duration::from_secs(2));
+    let mut r = s;
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < total {
+        let n = match r.read(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            n => n.expect("client read"),
+        };
+        assert!(n > 0, "EOF after {got} of {total} echoed bytes");
+        assert!(
+            buf[..n] == data[got..got + n],
+            "echo differs at offset {got}"
+        );
+        got += n;
+    }
+    writer.join().expect("writer");
+    r
 }
 
 /// Stop while connections have receives, sends and cancels in flight: the server must
