@@ -4,6 +4,9 @@
 #   nginx-light                  an external server to compare backends against
 #   linux-perf                   syscall counts, and `harness profile` (its test runs in CI)
 #   chromium                     headless browser the HTML report's test renders it in
+# and, as root, mounts tracefs where it is missing (perf's raw_syscalls tracepoint, which
+# counts syscalls per request, lives there; runtime only, `umount /sys/kernel/tracing` undoes
+# it; scripts/tune-host.sh makes the same change among its others).
 # Usage: scripts/install-deps.sh [--ci]   (--ci: only what the tests need)
 set -euo pipefail
 pkgs=(apache2-utils wrk nginx-light linux-perf chromium)
@@ -21,4 +24,9 @@ if ((${#pkgs[@]})); then
     $sudo_cmd apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}"
   fi
+fi
+
+if [[ $(id -u) -eq 0 && ! -e /sys/kernel/tracing/events/raw_syscalls ]] && ! mountpoint -q /sys/kernel/tracing 2>/dev/null; then
+  mount -t tracefs nodev /sys/kernel/tracing ||
+    echo "warning: could not mount tracefs on /sys/kernel/tracing: syscalls per request will read as absent" >&2
 fi

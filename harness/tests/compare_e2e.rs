@@ -441,3 +441,64 @@ fn a_second_sigint_exits_at_once_and_takes_the_server_along() {
     let r = validated(&results_in(dir.path()));
     assert!(r.cells.is_empty());
 }
+
+#[test]
+fn a_calibrated_ladder_gives_every_backend_the_same_rates_below_the_slowest_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    // test-slow answers each request after 2 ms: with 4 connections its ceiling is about
+    // 2,000 req/s, far below epoll-et's, so it decides the rates.
+    let s = suite(
+        dir.path(),
+        "name = \"ladder\"\nrepeats = 1\nduration = 0.5\nwarmup = 0.1\n[[block]]\ngroup = \"echo-fixed\"\nworkload = \"echo\"\nconnections = 4\nladder = [0.3, 0.6]\n",
+    );
+    let out = harness()
+        .env("RINGSIDE_TEST_BACKENDS", "1")
+        .args([
+            "compare",
+            "--no-plots",
+            "--backends",
+            "epoll-et,test-slow",
+            "--suite",
+        ])
+        .arg(&s)
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("calibrated echo-fixed: slowest test-slow"),
+        "no calibration line:\n{stderr}"
+    );
+    let r = validated(&results_in(dir.path()));
+    let cal = &r.plan.calibration;
+    assert_eq!(cal.len(), 1, "{cal:?}");
+    let cal = &cal[0];
+    assert_eq!(cal.slowest.as_deref(), Some("test-slow"));
+    let slow = cal.ceilings["test-slow"];
+    assert!(slow > 0.0 && slow < cal.ceilings["epoll-et"], "{cal:?}");
+    let rates: Vec<f64> = cal.rates.iter().map(|r| r.rate).collect();
+    assert_eq!(rates.len(), 2, "{cal:?}");
+    for r in &cal.rates {
+        assert!(
+            r.rate <= r.fraction * slow && r.rate > 0.8 * r.fraction * slow,
+            "{r:?} of {slow}"
+        );
+    }
+    assert_eq!(r.cells.len(), 4, "2 rates x 2 backends");
+    for rate in &rates {
+        let at: Vec<_> = r
+            .cells
+            .iter()
+            .filter(|c| c.workload.rate == Some(*rate))
+            .collect();
+        assert_eq!(at.len(), 2, "every backend at {rate} req/s");
+        for c in at {
+            assert_eq!(c.status, CellStatus::Ok, "{c:?}");
+            let client = c.client.as_ref().unwrap();
+            // Below the slowest ceiling, the slow server keeps up.
+            assert!(!client.saturated, "{} at {rate}: {client:?}", c.backend);
+        }
+    }
+}

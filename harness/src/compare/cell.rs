@@ -32,6 +32,7 @@ pub struct CellJob<'a> {
 /// Takes the server's snapshots at the edges of the measured window.
 struct ServerWindow {
     pid: u32,
+    cgroup: Option<super::cgroup::Usage>,
     counter: Option<SyscallCounter>,
     clock: Option<CpuClock>,
     start: Mutex<Option<Edge>>,
@@ -56,7 +57,9 @@ struct LedgerEdge {
     cores: Option<std::collections::BTreeMap<usize, cost::CoreTicks>>,
     /// This process (the load generator): schedstat over its threads.
     client_ns: Option<u64>,
-    /// The server tree by schedstat (the fallback when perf's task-clock cannot be opened).
+    /// The server's cgroup: every task that ever ran in it.
+    server_cgroup_ns: Option<u64>,
+    /// The server tree's live tasks by schedstat.
     server_sched_ns: Option<u64>,
     /// The server tree by task-clock since the window opened (closing edge only).
     server_clock_ns: Option<u64>,
@@ -67,6 +70,7 @@ impl WindowObserver for ServerWindow {
         let cores = cost::core_ticks().ok();
         let client_ns = cost::schedstat_ns(std::process::id()).ok();
         let server_sched_ns = cost::schedstat_ns(self.pid).ok();
+        let server_cgroup_ns = self.cgroup.as_ref().and_then(|g| g.read_ns().ok());
         if let Some(c) = &self.clock {
             let _ = c.start();
         }
@@ -82,6 +86,7 @@ impl WindowObserver for ServerWindow {
                 at: Instant::now(),
                 cores,
                 client_ns,
+                server_cgroup_ns,
                 server_sched_ns,
                 server_clock_ns: None,
             },
@@ -93,6 +98,7 @@ impl WindowObserver for ServerWindow {
         let syscalls = self.counter.as_ref().and_then(|c| c.stop().ok());
         let server_clock_ns = self.clock.as_ref().and_then(|c| c.stop().ok());
         let at = Instant::now();
+        let server_cgroup_ns = self.cgroup.as_ref().and_then(|g| g.read_ns().ok());
         let server_sched_ns = cost::schedstat_ns(self.pid).ok();
         let client_ns = cost::schedstat_ns(std::process::id()).ok();
         let cores = cost::core_ticks().ok();
@@ -104,6 +110,7 @@ impl WindowObserver for ServerWindow {
                 at,
                 cores,
                 client_ns,
+                server_cgroup_ns,
                 server_sched_ns,
                 server_clock_ns,
             },
@@ -115,38 +122,40 @@ impl WindowObserver for ServerWindow {
 fn ledger(
     e0: &LedgerEdge,
     e1: &LedgerEdge,
+    cgroup_method: Option<&'static str>,
     clock_absent: Option<&str>,
     requests: f64,
     server_cores: &[usize],
     client_cores: &[usize],
 ) -> CostLedger {
     let window_s = e1.at.saturating_duration_since(e0.at).as_secs_f64();
-    let sched = e0
-        .server_sched_ns
-        .zip(e1.server_sched_ns)
-        .map(|(a, b)| b.saturating_sub(a));
-    // Each count misses something: perf's task-clock reads 20-30% below the scheduler's
-    // runtime when a server sleeps between requests (10k req/s here; most likely the time
-    // around each context switch), schedstat leaves out tasks that exited inside the
-    // window (a thread-per-connection server under churn). The larger is the better lower
-    // bound, and the method says which it was.
-    let (server_cpu_ns, method, absent) = match (e1.server_clock_ns, sched) {
-        (Some(clock), Some(sched)) if clock > sched => (
+    let delta = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
+    let sched = delta(e0.server_sched_ns, e1.server_sched_ns);
+    let cgroup = delta(e0.server_cgroup_ns, e1.server_cgroup_ns);
+    // The cgroup counts every task that ever ran in it, exited ones included, by the
+    // scheduler's own runtime: nothing to reconcile. Without one, each fallback misses
+    // something: schedstat leaves out tasks that exited inside the window (a
+    // thread-per-connection server under churn), perf's task-clock reads below the
+    // scheduler's runtime when a server sleeps between requests (see `CpuClock`). The
+    // larger of the two is then the better lower bound, and the method says which it was.
+    let (server_cpu_ns, method, absent) = match (cgroup, e1.server_clock_ns, sched) {
+        (Some(ns), _, _) => (Some(ns), cgroup_method.unwrap_or("cgroup"), None),
+        (None, Some(clock), Some(sched)) if clock > sched => (
             Some(clock),
             "perf task-clock (tasks exited in the window)",
             None,
         ),
-        (_, Some(sched)) => (Some(sched), "schedstat", None),
-        (Some(clock), None) => (
+        (None, _, Some(sched)) => (Some(sched), "schedstat", None),
+        (None, Some(clock), None) => (
             Some(clock),
             "perf task-clock",
             Some("schedstat unreadable; task-clock reads low when the server sleeps often".into()),
         ),
-        (None, None) => (
+        (None, None, None) => (
             None,
             "none",
             Some(format!(
-                "neither /proc/PID/task/*/schedstat nor perf task-clock ({}) could be read",
+                "neither the server's cgroup, /proc/PID/task/*/schedstat nor perf task-clock ({}) could be read",
                 clock_absent.unwrap_or("counter could not be read")
             )),
         ),
@@ -170,6 +179,7 @@ fn ledger(
         server_cpu_ns,
         server_cpu_method: method.to_string(),
         server_cpu_ns_task_clock: e1.server_clock_ns,
+        server_cpu_ns_schedstat: sched,
         server_cpu_absent: absent,
         server_cpu_us_per_req: server_cpu_ns.map(per_req),
         client_cpu_ns,
@@ -255,8 +265,11 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         Ok(c) => (Some(c), None),
         Err(why) => (None, Some(why)),
     };
+    let cgroup = server.cgroup.as_ref().ok().map(|g| g.usage());
+    let cgroup_method = cgroup.as_ref().map(|g| g.method());
     let window = ServerWindow {
         pid: server.pid(),
+        cgroup,
         counter,
         clock,
         start: Mutex::new(None),
@@ -325,6 +338,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         cell.ledger = Some(ledger(
             &e0.ledger,
             &e1.ledger,
+            cgroup_method,
             clock_absent.as_deref(),
             requests,
             job.server_cores,

@@ -7,7 +7,9 @@
 //! window only, stops the server, and rewrites the results file atomically.
 
 mod adaptive;
+mod calibrate;
 mod cell;
+pub mod cgroup;
 pub mod cost;
 mod manifest;
 pub mod server;
@@ -305,6 +307,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             backends: backends.clone(),
             skipped_backends: skipped,
             cells_planned: planned,
+            calibration: Vec::new(),
         },
         cells: Vec::new(),
     };
@@ -352,6 +355,28 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     eprintln!("writing results to {}", path.display());
 
     let exe = std::env::current_exe().context("locating the harness executable")?;
+    if cells.iter().any(|c| c.ladder.is_some()) {
+        let cx = calibrate::Context {
+            exe: &exe,
+            backends: &backends,
+            server_cores: &server_cores,
+            client_cores: &client_cores,
+            ready_timeout,
+            server_env: &server_env,
+            interrupted: &|| interrupted.load(Ordering::SeqCst),
+            current_stop: &|s| *cell_stop.lock().unwrap_or_else(|p| p.into_inner()) = s,
+        };
+        results.plan.calibration = calibrate::resolve(&mut cells, &cx)?;
+        for cal in &results.plan.calibration {
+            eprintln!("{}", calibrate::line(cal));
+        }
+        write_atomic(&path, &results).context("writing the calibration to the results")?;
+    }
+    let planned: usize = cells
+        .iter()
+        .map(|c| c.repeats as usize * backends.len())
+        .sum();
+    results.plan.cells_planned = planned;
     let progress = progress_bar(planned as u64);
     // Interleave repeats across backends: A B C A B C, so drift hits every backend alike.
     'cells: for shape in &cells {

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use backend_api::RunReport;
 
+use super::cgroup::{self, CpuCgroup};
+
 /// Lines of stderr kept for a failure report.
 const STDERR_TAIL_LINES: usize = 40;
 
@@ -45,20 +47,30 @@ pub struct ServerProcess {
     stderr_eof: Receiver<()>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The server's own cgroup (its CPU time, every task included), or why there is none.
+    /// Declared last: it is removed after the child has been reaped.
+    pub cgroup: Result<CpuCgroup, String>,
 }
 
 impl ServerProcess {
     /// Starts the server and waits up to `ready_timeout` for its `READY` line.
     pub fn start(spec: &ServerSpec, ready_timeout: Duration) -> anyhow::Result<ServerProcess> {
         let mut cmd = Command::new(&spec.exe);
+        let cgroup = CpuCgroup::create();
+        let cgroup_fd = cgroup.as_ref().ok().map(CpuCgroup::procs_fd);
         // No server outlives its compare: should compare die (or leave at a second Ctrl-C),
         // the kernel kills the server instead of leaving it on its cores.
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl,
-        // which is async-signal-safe and allocates nothing.
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl
+        // and one write(2) to an inherited descriptor, both async-signal-safe, allocating
+        // nothing.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // Joined before exec, so every task the server ever creates is counted.
+                if let Some(fd) = cgroup_fd {
+                    cgroup::join_current(fd)?;
                 }
                 Ok(())
             });
@@ -78,9 +90,16 @@ impl ServerProcess {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {} serve", spec.exe.display()))?;
+        let mut child = cmd.spawn().with_context(|| {
+            format!(
+                "starting {} serve{}",
+                spec.exe.display(),
+                cgroup.as_ref().map_or(String::new(), |g| format!(
+                    " in cgroup {}",
+                    g.dir().display()
+                ))
+            )
+        })?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("server stdout")?;
         let stderr_pipe = child.stderr.take().context("server stderr")?;
@@ -120,6 +139,7 @@ impl ServerProcess {
             stderr,
             stderr_eof,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            cgroup,
         };
         let deadline = Instant::now() + ready_timeout;
         loop {

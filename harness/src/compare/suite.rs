@@ -85,6 +85,12 @@ pub struct Block {
     pub size: Option<OneOrMany<usize>>,
     /// Open-loop total rates (req/s); absent = closed loop.
     pub rate: Option<OneOrMany<f64>>,
+    /// Open-loop rates as fractions of a calibrated ceiling, e.g. `[0.25, 0.5, 0.75]`:
+    /// before the cells run, compare measures every backend closed loop at this shape for
+    /// a moment and takes the slowest one's throughput (which is also at most what the
+    /// generator can send); each fraction of it, rounded down to two significant figures,
+    /// becomes one fixed rate, the same for every backend. Excludes `rate`.
+    pub ladder: Option<Vec<f64>>,
     /// Idle connections (workloads that hold idle connections).
     pub idle: Option<OneOrMany<usize>>,
     /// Number of server cores (the first N of the server set); absent = all of them.
@@ -108,6 +114,9 @@ pub struct PlannedCell {
     pub server_cores: Option<usize>,
     /// Repeats.
     pub repeats: u32,
+    /// The fraction of the calibrated ceiling this cell's rate is to be (a `ladder`
+    /// block); its `workload.rate` is filled in by calibration before it runs.
+    pub ladder: Option<f64>,
 }
 
 /// A parsed, expanded suite.
@@ -179,6 +188,32 @@ impl SuiteFile {
                 None => vec![None],
                 Some(r) => r.values().into_iter().map(Some).collect(),
             };
+            let fractions: Vec<Option<f64>> = match (&b.ladder, &b.rate) {
+                (None, _) => vec![None],
+                (Some(_), Some(_)) => bail!(
+                    "{}: give either `rate` (absolute) or `ladder` (fractions of the calibrated ceiling), not both",
+                    ctx()
+                ),
+                (Some(f), None) if f.is_empty() => {
+                    bail!("{}: `ladder` is empty; give fractions such as [0.25, 0.5]", ctx())
+                }
+                (Some(f), None) => {
+                    if let Some(bad) = f.iter().find(|x| !(**x > 0.0 && **x <= 1.0)) {
+                        bail!(
+                            "{}: ladder fraction {bad} is out of range: give fractions above 0 and at most 1 of the slowest backend's ceiling",
+                            ctx()
+                        );
+                    }
+                    if !facts.paced {
+                        bail!(
+                            "{}: `ladder` needs an open-loop workload; workload = \"{}\" has no fixed rate",
+                            ctx(),
+                            b.workload
+                        );
+                    }
+                    f.iter().copied().map(Some).collect()
+                }
+            };
             let cores: Vec<Option<usize>> = match &b.server_cores {
                 None => vec![None],
                 Some(v) => v.values().into_iter().map(Some).collect(),
@@ -192,47 +227,50 @@ impl SuiteFile {
                 for depth in values(&b.depth, d.depth) {
                     for size in values(&b.size, d.size) {
                         for &rate in &rates {
-                            for idle in values(&b.idle, d.idle) {
-                                for &sc in &cores {
-                                    let workload = WorkloadSpec {
-                                        kind: b.workload,
-                                        connections,
-                                        depth,
-                                        size,
-                                        rate,
-                                        duration,
-                                        warmup,
-                                        idle,
-                                        requests: None,
-                                    };
-                                    workload.validate().with_context(ctx)?;
-                                    let group = b
-                                        .group
-                                        .replace("{size}", &size_label(size))
-                                        .replace("{depth}", &depth.to_string())
-                                        .replace("{connections}", &connections.to_string())
-                                        .replace(
-                                            "{rate}",
-                                            &rate.map(|r| format!("{r}")).unwrap_or_default(),
-                                        )
-                                        .replace(
-                                            "{idle}",
-                                            &if facts.holds_idle {
-                                                idle.to_string()
-                                            } else {
-                                                String::new()
-                                            },
-                                        )
-                                        .replace(
-                                            "{server_cores}",
-                                            &sc.map(|v| v.to_string()).unwrap_or_default(),
-                                        );
-                                    cells.push(PlannedCell {
-                                        group,
-                                        workload,
-                                        server_cores: sc,
-                                        repeats,
-                                    });
+                            for &ladder in &fractions {
+                                for idle in values(&b.idle, d.idle) {
+                                    for &sc in &cores {
+                                        let workload = WorkloadSpec {
+                                            kind: b.workload,
+                                            connections,
+                                            depth,
+                                            size,
+                                            rate,
+                                            duration,
+                                            warmup,
+                                            idle,
+                                            requests: None,
+                                        };
+                                        workload.validate().with_context(ctx)?;
+                                        let group = b
+                                            .group
+                                            .replace("{size}", &size_label(size))
+                                            .replace("{depth}", &depth.to_string())
+                                            .replace("{connections}", &connections.to_string())
+                                            .replace(
+                                                "{rate}",
+                                                &rate.map(|r| format!("{r}")).unwrap_or_default(),
+                                            )
+                                            .replace(
+                                                "{idle}",
+                                                &if facts.holds_idle {
+                                                    idle.to_string()
+                                                } else {
+                                                    String::new()
+                                                },
+                                            )
+                                            .replace(
+                                                "{server_cores}",
+                                                &sc.map(|v| v.to_string()).unwrap_or_default(),
+                                            );
+                                        cells.push(PlannedCell {
+                                            group,
+                                            workload,
+                                            server_cores: sc,
+                                            repeats,
+                                            ladder,
+                                        });
+                                    }
                                 }
                             }
                         }
@@ -279,10 +317,22 @@ mod tests {
                 "quick suite lacks {kind:?}"
             );
         }
-        assert!(
-            d.cells.iter().any(|c| c.workload.rate.is_some()),
-            "default suite lacks a rate sweep"
-        );
+        for (group, kind) in [
+            ("http-d1-fixed", WorkloadKind::Http),
+            ("http-d16-fixed", WorkloadKind::Http),
+            ("echo-64B-fixed", WorkloadKind::Echo),
+        ] {
+            let ladder: Vec<f64> = d
+                .cells
+                .iter()
+                .filter(|c| c.group == group && c.workload.kind == kind)
+                .filter_map(|c| c.ladder)
+                .collect();
+            assert!(
+                ladder.len() >= 2,
+                "default suite lacks the {group} rate ladder"
+            );
+        }
     }
 
     #[test]

@@ -17,16 +17,22 @@ pub struct CostLedger {
     /// On-CPU nanoseconds of every thread and child process of the server, kernel
     /// io-threads (iou-sqp, iou-wrk) included.
     pub server_cpu_ns: Option<u64>,
-    /// How `server_cpu_ns` was counted: the larger of two counts that each miss
-    /// something, so a lower bound. "schedstat": the sum over the tree's live tasks of
-    /// /proc/TID/schedstat (the scheduler's runtime, context switches included; a task
-    /// that exits inside the window loses its share). "perf task-clock (tasks exited in
-    /// the window)": perf's task-clock with inherit, which keeps exited tasks' share but
-    /// reads below the scheduler's runtime when the server sleeps between requests.
+    /// How `server_cpu_ns` was counted. "cgroup cpuacct.usage" (or "cgroup cpu.stat
+    /// usage_usec" on cgroup v2): the server ran in a cgroup of its own from before exec,
+    /// and the group's usage is the scheduler's runtime of every task that ever ran in it,
+    /// exited ones included; exact. Without a cgroup, the larger of two counts that each
+    /// miss something, so a lower bound: "schedstat", the sum over the tree's live tasks
+    /// of /proc/TID/schedstat (a task that exits inside the window loses its share), or
+    /// "perf task-clock (tasks exited in the window)", perf's task-clock with inherit,
+    /// which keeps exited tasks' share but reads below the scheduler's runtime when the
+    /// server sleeps between requests.
     pub server_cpu_method: String,
     /// perf task-clock over the same window, kept as a cross-check.
     #[serde(default)]
     pub server_cpu_ns_task_clock: Option<u64>,
+    /// schedstat over the tree's live tasks over the same window, kept as a cross-check.
+    #[serde(default)]
+    pub server_cpu_ns_schedstat: Option<u64>,
     /// Why `server_cpu_ns` is absent, when it is.
     pub server_cpu_absent: Option<String>,
     /// `server_cpu_ns` per completed request, µs.

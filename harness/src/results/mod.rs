@@ -77,6 +77,43 @@ pub struct Plan {
     pub skipped_backends: Vec<SkippedBackend>,
     /// Number of cells planned (workloads × backends × repeats).
     pub cells_planned: usize,
+    /// How the rates of `ladder` blocks were chosen, one entry per calibrated shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calibration: Vec<Calibration>,
+}
+
+/// The calibration of one `ladder` block's shape: every backend closed loop for a moment,
+/// the slowest one's throughput as the ceiling, each fraction of it as a fixed rate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Calibration {
+    /// The block's group, as the suite names it.
+    pub group: String,
+    /// The shape as calibrated (closed loop, the calibration's own window).
+    pub workload: WorkloadSpec,
+    /// Closed-loop requests per second each backend reached.
+    pub ceilings: BTreeMap<String, f64>,
+    /// Backends whose calibration cell did not complete, with the reason; they take no
+    /// part in the ceiling.
+    #[serde(default)]
+    pub failed: BTreeMap<String, String>,
+    /// The backend whose ceiling the fractions apply to (the slowest), if any completed.
+    pub slowest: Option<String>,
+    /// Whether the slowest backend's calibration cell was client-bound: then the ceiling
+    /// is the generator's, not the backend's.
+    #[serde(default)]
+    pub client_bound: bool,
+    /// Each fraction and the rate it became (req/s, rounded down to two significant
+    /// figures).
+    pub rates: Vec<LadderRate>,
+}
+
+/// One step of a rate ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct LadderRate {
+    /// Fraction of the ceiling.
+    pub fraction: f64,
+    /// Requests per second.
+    pub rate: f64,
 }
 
 /// A backend that was not measured, and why.

@@ -573,6 +573,7 @@ pub fn fixture() -> ResultsFile {
                 reason: "IORING_SETUP_SQPOLL needs CAP_SYS_NICE here".to_string(),
             }],
             cells_planned: planned,
+            calibration: Vec::new(),
         },
         cells: b.cells,
     }
