@@ -22,19 +22,27 @@ pub(crate) fn p99(cell: &Cell) -> Option<f64> {
     cell.client.as_ref().map(|c| c.latency_us.p99)
 }
 
-/// Server user CPU µs per request.
+/// The user share of the server's CPU time, from /proc/PID/stat ticks: sampled (10 ms
+/// ticks), so only the split is taken from them, never the total.
+fn user_share(cell: &Cell) -> Option<f64> {
+    let s = cell.server.as_ref()?;
+    let (u, k) = (s.cpu_user_us_per_req, s.cpu_sys_us_per_req);
+    Some(if u + k > 0.0 { u / (u + k) } else { 0.0 })
+}
+
+/// Server user CPU µs per request: the ns total split by the sampled user share.
 pub(crate) fn cpu_user(cell: &Cell) -> Option<f64> {
-    cell.server.as_ref().map(|s| s.cpu_user_us_per_req)
+    Some(cpu_total(cell)? * user_share(cell)?)
 }
 
-/// Server system CPU µs per request.
+/// Server system CPU µs per request: the ns total split by the sampled system share.
 pub(crate) fn cpu_sys(cell: &Cell) -> Option<f64> {
-    cell.server.as_ref().map(|s| s.cpu_sys_us_per_req)
+    Some(cpu_total(cell)? * (1.0 - user_share(cell)?))
 }
 
-/// Server CPU µs per request, user plus system.
+/// Server CPU µs per request: the ns ledger where the cell has one, else the ticks.
 pub(crate) fn cpu_total(cell: &Cell) -> Option<f64> {
-    Some(cpu_user(cell)? + cpu_sys(cell)?)
+    super::stats::cpu_us_per_req(cell)
 }
 
 /// Syscalls per request, when counted.

@@ -148,7 +148,11 @@ pub(super) fn cpu(index: &Index<'_>) -> Vec<Figure> {
             name: format!("cpu-per-request-{}", kind.as_str()),
             kind: ChartKind::CpuPerRequest,
             title: format!("Server CPU time per request: {}", kind_title(kind)),
-            subtitle: subtitle(index, &cats, "whisker: min–max of user + system"),
+            subtitle: subtitle(
+                index,
+                &cats,
+                "ns ledger, split into user (dark) and system by sampled ticks · whisker: min–max",
+            ),
             panels,
             backends: backends.iter().map(|b| b.to_string()).collect(),
             keys,

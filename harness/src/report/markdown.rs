@@ -80,10 +80,13 @@ pub fn markdown_with_reference(
         "Each row is one backend on one workload. req/s is the median of the repeats, \
          with their min–max beside it; p99 is the median of the repeats' p99 latency \
          (corrected for coordinated omission under open loop); CPU is the server's time per \
-         request, user + system, in µs. ⚠ marks client-bound repeats: a load-generator \
+         request in µs, counted in nanoseconds over the measured window for every task of \
+         the server (its cgroup; the ledger's method is in the verdicts section), split into \
+         user + system by the shares of its 10 ms tick samples. ⚠ marks client-bound repeats: a load-generator \
          thread was ≥ 90% busy, so the number may measure the client rather than the \
          server. Failed and unsupported cells are counted, never averaged in.\n\n",
     );
+    calibration(&mut md, results);
     for (group, shapes) in groups(results) {
         table(&mut md, &index, &group, &shapes, &figs, links);
     }
@@ -127,6 +130,64 @@ fn header(md: &mut String, r: &ResultsFile) {
             .map(|s| format!("{} ({})", s.name, inline(&s.reason)))
             .collect();
         let _ = writeln!(md, "Skipped: {}.", skipped.join("; "));
+    }
+    md.push('\n');
+}
+
+/// How the fixed rates of `ladder` blocks were chosen: each backend's closed-loop ceiling
+/// in the calibration, the slowest, and the rates its fractions became.
+fn calibration(md: &mut String, r: &ResultsFile) {
+    if r.plan.calibration.is_empty() {
+        return;
+    }
+    md.push_str(
+        "Fixed rates were calibrated: before the cells ran, every backend ran each shape \
+         closed loop for a moment; the fractions apply to the slowest one's throughput \
+         (also at most what the load generator can send), rounded down to two significant \
+         figures, and every backend then ran at the same rates.\n\n\
+         | group | slowest | ceiling req/s | fractions → req/s | other ceilings |\n\
+         | --- | --- | ---: | --- | --- |\n",
+    );
+    for cal in &r.plan.calibration {
+        let Some(slowest) = &cal.slowest else {
+            let why: Vec<String> = cal
+                .failed
+                .iter()
+                .map(|(b, w)| format!("{b}: {}", cell_text(w)))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | none completed | – | cells left out | {} |",
+                inline(&cal.group),
+                why.join("; ")
+            );
+            continue;
+        };
+        let rates: Vec<String> = cal
+            .rates
+            .iter()
+            .map(|l| format!("{} → {}", l.fraction, num(l.rate)))
+            .collect();
+        let others: Vec<String> = cal
+            .ceilings
+            .iter()
+            .filter(|(b, _)| *b != slowest)
+            .map(|(b, v)| format!("{b} {}", num(*v)))
+            .chain(cal.failed.keys().map(|b| format!("{b} failed")))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {} | {slowest}{} | {} | {} | {} |",
+            inline(&cal.group),
+            if cal.client_bound {
+                " (client-bound)"
+            } else {
+                ""
+            },
+            num(cal.ceilings.get(slowest).copied().unwrap_or(0.0)),
+            rates.join(", "),
+            others.join(", ")
+        );
     }
     md.push('\n');
 }
@@ -342,7 +403,7 @@ fn table(
             )
         }));
     }
-    cols.push(col("CPU µs/req (user + sys)", |g| {
+    cols.push(col("CPU µs/req (user + sys, split sampled)", |g| {
         match (g.stat(cpu_user), g.stat(cpu_sys), g.stat(cpu_total)) {
             (Some(u), Some(s), Some(t)) => {
                 format!("{} + {} = {}", num(u.median), num(s.median), num(t.median))
