@@ -35,6 +35,9 @@ pub struct DoctorInputs {
     pub cores: Vec<usize>,
     /// Whether perf can count the tracepoint (Err carries why not).
     pub perf: Result<(), String>,
+    /// Whether the server can run in a cgroup of its own, so its CPU is counted exactly
+    /// (Ok names the method; Err carries why not).
+    pub cgroup: Result<&'static str, String>,
     /// Other processes' CPU use on the chosen cores: (pid, name, share of a core).
     pub busy: Vec<(u32, String, f64)>,
     /// The libc copy slowdown measured in this process, and GLIBC_TUNABLES as set.
@@ -123,6 +126,25 @@ pub fn check(sys: &SysRoot, inp: &DoctorInputs) -> Vec<Finding> {
             false,
             format!("syscalls per request will be absent: {why}"),
             Some("sysctl -w kernel.perf_event_paranoid=-1; mount -t tracefs nodev /sys/kernel/tracing".into()),
+        ),
+    });
+    out.push(match &inp.cgroup {
+        Ok(method) => finding(
+            "cpu ledger",
+            true,
+            format!("servers run in a cgroup of their own: CPU counted exactly ({method})"),
+            None,
+        ),
+        Err(why) => finding(
+            "cpu ledger",
+            false,
+            format!(
+                "no cgroup for the server ({why}): its CPU is the larger of schedstat and perf \
+                 task-clock, a lower bound"
+            ),
+            Some(
+                "run as root, or delegate a cgroup v2 subtree (or v1 cpuacct) to this user".into(),
+            ),
         ),
     });
     let governors: Vec<String> = inp
@@ -302,6 +324,7 @@ mod tests {
             memlock_need: crate::registry::memlock_need(),
             cores: vec![0, 1],
             perf: Err("perf_event_paranoid=3".into()),
+            cgroup: Err("creating cgroup: Permission denied".into()),
             busy: vec![(42, "stress".into(), 0.97)],
             memcpy: (
                 crate::memcpy::Probe {
@@ -345,12 +368,13 @@ mod tests {
         assert!(fix("ephemeral ports").contains("ip_local_port_range"));
         assert!(fix("io_uring").contains("io_uring_disabled=0"));
         assert!(fix("perf tracepoint").contains("perf_event_paranoid"));
+        assert!(fix("cpu ledger").contains("cgroup"));
         assert!(fix("cpu governor").contains("performance"));
         assert!(fix("smt siblings").contains("smt/control"));
         assert!(fix("busy cores").contains("--server-cores"));
         assert!(fix("libc memcpy").contains("GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold="));
         let mut text = Vec::new();
-        assert_eq!(print(&f, &mut text).unwrap(), 10);
+        assert_eq!(print(&f, &mut text).unwrap(), 11);
         fs::remove_dir_all(dir).unwrap();
     }
 
@@ -366,6 +390,7 @@ mod tests {
             memlock: (u64::MAX, u64::MAX),
             memlock_need: crate::registry::memlock_need(),
             perf: Ok(()),
+            cgroup: Ok("cgroup cpuacct.usage"),
             busy: vec![],
             memcpy: (
                 crate::memcpy::Probe {
@@ -419,6 +444,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     };
     crate::rlimit::raise_nofile_to_hard();
     let perf = crate::compare::cost::SyscallCounter::open(std::process::id()).map(|_| ());
+    let cgroup = crate::compare::cgroup::CpuCgroup::create().map(|g| g.usage().method());
     let inputs = DoctorInputs {
         backlog: args.backlog,
         max_connections: args.connections,
@@ -428,6 +454,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         busy: busy_processes(&cores, std::time::Duration::from_millis(500)),
         cores,
         perf,
+        cgroup,
         memcpy: (crate::memcpy::probe(), std::env::var("GLIBC_TUNABLES").ok()),
     };
     let findings = check(&SysRoot::default(), &inputs);
