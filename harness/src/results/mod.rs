@@ -77,6 +77,20 @@ pub struct Plan {
     pub skipped_backends: Vec<SkippedBackend>,
     /// Number of cells planned (workloads × backends × repeats).
     pub cells_planned: usize,
+    /// External servers measured beside the backends (also listed in `backends`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub externals: Vec<ExternalServer>,
+}
+
+/// An external server of a run: a user's command measured as a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ExternalServer {
+    /// Its name in `backends` and in cells.
+    pub name: String,
+    /// The command template, placeholders unfilled.
+    pub command: String,
+    /// Services it speaks ("echo", "http").
+    pub services: Vec<String>,
 }
 
 /// A backend that was not measured, and why.
@@ -177,6 +191,10 @@ pub struct Cell {
     /// window. Absent in files written before it was measured.
     #[serde(default)]
     pub ledger: Option<CostLedger>,
+    /// The server was an external one (a user's command, see `compare --external`), not
+    /// a built-in backend: its `backend` names the external server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// How a cell ended.

@@ -203,6 +203,7 @@ impl Builder {
                 client: None,
                 server: None,
                 ledger: None,
+                external: false,
             });
             return;
         }
@@ -328,6 +329,7 @@ impl Builder {
             client: Some(client),
             server: Some(server),
             ledger: None,
+            external: false,
         });
     }
 }
@@ -573,6 +575,7 @@ pub fn fixture() -> ResultsFile {
                 reason: "IORING_SETUP_SQPOLL needs CAP_SYS_NICE here".to_string(),
             }],
             cells_planned: planned,
+            externals: Vec::new(),
         },
         cells: b.cells,
     }
