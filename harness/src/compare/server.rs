@@ -359,7 +359,14 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         match status {
-            Some(s) if s.success() || s.signal() == Some(libc::SIGTERM) => Ok(()),
+            // Killed by the SIGTERM, or a shell reporting it was (128 + the signal).
+            Some(s)
+                if s.success()
+                    || s.signal() == Some(libc::SIGTERM)
+                    || s.code() == Some(128 + libc::SIGTERM) =>
+            {
+                Ok(())
+            }
             Some(s) => Err(anyhow!("external server exited with {s} on SIGTERM")),
             None => Ok(()),
         }
