@@ -129,6 +129,17 @@ fn an_external_server_is_measured_and_reported_beside_a_backend() {
     assert!(md.status.success(), "{}", show(&md));
     let md = String::from_utf8_lossy(&md.stdout);
     assert!(md.contains("cfork (external)"), "{md}");
+    let plots = dir.path().join("plots");
+    let p = harness()
+        .arg("plot")
+        .arg(&path)
+        .args(["--format", "svg", "--out"])
+        .arg(&plots)
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{}", show(&p));
+    let svg = std::fs::read_to_string(plots.join("cpu-per-request-http.svg")).unwrap();
+    assert!(svg.contains("cfork (external)"), "legend lacks the mark");
     // Master and worker are gone.
     let left = processes_with(&bin.display().to_string());
     assert!(left.is_empty(), "left behind: {left:?}");

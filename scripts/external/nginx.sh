@@ -36,12 +36,16 @@ nginx -c "$dir/nginx.conf" -p "$dir" -e stderr &
 pid=$!
 # The harness sends SIGTERM to the whole group; pass it on should it come to this shell
 # alone, then wait for nginx's fast shutdown so the directory goes after it.
-trap 'kill -TERM "$pid" 2>/dev/null || true' TERM INT
+stopping=0
+trap 'stopping=1; kill -TERM "$pid" 2>/dev/null || true' TERM INT
 status=0
 wait "$pid" || status=$?
-# A wait cut short by the trap (128 + the signal): wait again, for nginx's own status.
-if ((status > 128)); then
-  status=0
-  wait "$pid" || status=$?
+# A wait cut short by the trap returns 128 + the signal while nginx may still be
+# finishing: wait until it is gone. Its own status is then not always known to bash (a
+# second wait on a child already reaped returns -1), and a stop that was asked for is a
+# clean one.
+while kill -0 "$pid" 2>/dev/null; do wait "$pid" || true; done
+if ((stopping)); then
+  exit 0
 fi
 exit "$status"
