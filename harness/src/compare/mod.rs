@@ -45,7 +45,7 @@ pub struct CompareArgs {
     /// available here; see `harness list`).
     #[arg(long, value_name = "LIST")]
     pub backends: Option<String>,
-    /// Only these workloads, comma-separated: echo, http, churn, stream, idle.
+    /// Only these workloads, comma-separated: echo, http, churn, stream, idle, sparse.
     #[arg(long, value_name = "LIST")]
     pub workloads: Option<String>,
     /// Repeats per cell (default: the suite's, 3 for the default suite).
