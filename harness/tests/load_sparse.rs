@@ -100,3 +100,50 @@ fn sparse_parameters_are_checked() {
     cfg.workload.rate = Some(200.0);
     cfg.validate().unwrap();
 }
+
+/// `harness load --workload sparse -c 20 ARGS` against a fresh server: its JSON report.
+fn cli_load(args: &[&str]) -> serde_json::Value {
+    let server = start(epoll_et(), Service::Http);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["load", "--workload", "sparse", "-c", "20"])
+        .args(args)
+        .args(["-d", "1s", "--warmup", "200ms", "--json", "-", "--target"])
+        .arg(server.local_addr().to_string())
+        .arg("--cores")
+        .arg(client_core().to_string())
+        .output()
+        .unwrap();
+    stop(server);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_cli_takes_a_per_connection_rate() {
+    let r = cli_load(&["--conn-rate", "5"]);
+    assert_eq!(r["schedule"]["target_rate"], 100.0, "{r}");
+    assert_eq!(r["config"]["mode"], "open", "{}", r["config"]);
+    // Without a rate of either kind, the default per-connection rate: 2/s each.
+    let r = cli_load(&[]);
+    assert_eq!(r["schedule"]["target_rate"], 40.0, "{r}");
+    // A per-connection rate of 0 is refused, naming the flag.
+    let e = std::process::Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "load",
+            "--workload",
+            "sparse",
+            "-c",
+            "20",
+            "--conn-rate",
+            "0",
+        ])
+        .args(["--target", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--conn-rate 0"));
+}
