@@ -68,18 +68,16 @@ fn an_external_server_is_measured_and_reported_beside_a_backend() {
     let suite = dir.path().join("suite.toml");
     std::fs::write(
         &suite,
-        format!(
-            "name = \"ext\"\nrepeats = 2\nduration = 0.5\nwarmup = 0.25\n\
-             [[external]]\nname = \"cfork\"\ncommand = \"{} {{port}}\"\nservice = \"http\"\n\
-             [[block]]\ngroup = \"http\"\nworkload = \"http\"\nconnections = 8\n\
-             [[block]]\ngroup = \"echo\"\nworkload = \"echo\"\nconnections = 4\n",
-            bin.display()
-        ),
+        "name = \"ext\"\nrepeats = 2\nduration = 0.5\nwarmup = 0.25\n\
+         [[block]]\ngroup = \"http\"\nworkload = \"http\"\nconnections = 8\n\
+         [[block]]\ngroup = \"echo\"\nworkload = \"echo\"\nconnections = 4\n",
     )
     .unwrap();
     let out = harness()
         .args(["compare", "--no-plots", "--backends", "epoll-et", "--suite"])
         .arg(&suite)
+        .arg("--external")
+        .arg(format!("cfork:http={} {{port}}", bin.display()))
         .arg("--out")
         .arg(dir.path())
         .output()
@@ -185,6 +183,8 @@ fn a_command_that_never_listens_fails_its_cell_with_its_stderr_in_time() {
     std::fs::write(
         &suite,
         "name = \"deaf\"\nrepeats = 1\nduration = 0.3\nwarmup = 0.1\n\
+         [[external]]\nname = \"deaf\"\n\
+         command = \"sh -c 'echo deaf-server-says-hi >&2; exec sleep 37.25'\"\n\
          [[block]]\ngroup = \"http\"\nworkload = \"http\"\nconnections = 2\n",
     )
     .unwrap();
@@ -192,13 +192,7 @@ fn a_command_that_never_listens_fails_its_cell_with_its_stderr_in_time() {
     let out = harness()
         .args(["compare", "--no-plots", "--backends", "deaf", "--suite"])
         .arg(&suite)
-        .args([
-            "--ready-timeout",
-            "2",
-            "--external",
-            "deaf=sh -c 'echo deaf-server-says-hi >&2; exec sleep 37.25'",
-            "--out",
-        ])
+        .args(["--ready-timeout", "2", "--out"])
         .arg(dir.path())
         .output()
         .unwrap();
