@@ -4,6 +4,7 @@
 #   nginx-light                  an external server to compare backends against
 #   linux-perf                   syscall counts, and `harness profile` (its test runs in CI)
 #   chromium                     headless browser the HTML report's test renders it in
+#   gcc (cc)                     builds the C server that `compare --external`'s test runs
 # and, as root, mounts tracefs where it is missing (perf's raw_syscalls tracepoint, which
 # counts syscalls per request, lives there; runtime only, `umount /sys/kernel/tracing` undoes
 # it; scripts/tune-host.sh makes the same change among its others).
@@ -11,7 +12,7 @@
 set -euo pipefail
 pkgs=(apache2-utils wrk nginx-light linux-perf chromium)
 if [[ "${1:-}" == "--ci" ]]; then
-  pkgs=(linux-perf chromium)
+  pkgs=(linux-perf chromium gcc)
 fi
 command -v rustfmt >/dev/null || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

@@ -56,11 +56,18 @@ impl Shape {
 pub(crate) struct Group<'a> {
     pub shape: Shape,
     pub backend: &'a str,
+    /// An external server (a user's command), not a built-in backend.
+    pub external: bool,
     pub ok: Vec<&'a Cell>,
     pub bad: Vec<&'a Cell>,
 }
 
 impl Group<'_> {
+    /// The backend's name as tables show it: "nginx (external)" for an external server.
+    pub(crate) fn label(&self) -> String {
+        label(self.backend, self.external)
+    }
+
     /// Median and range of `f` over the measured repeats that have it.
     pub(crate) fn stat(&self, f: impl Fn(&Cell) -> Option<f64>) -> Option<Stat> {
         Stat::of(self.ok.iter().filter_map(|c| f(c)))
@@ -79,6 +86,15 @@ impl Group<'_> {
             .iter()
             .filter(|c| c.client.as_ref().is_some_and(|m| m.client_bound))
             .count()
+    }
+}
+
+/// `name`, with " (external)" when it is an external server.
+pub(crate) fn label(name: &str, external: bool) -> String {
+    if external {
+        format!("{name} (external)")
+    } else {
+        name.to_string()
     }
 }
 
@@ -143,9 +159,16 @@ impl<'a> Index<'a> {
                 .iter()
                 .position(|n| *n == cell.backend)
                 .unwrap_or(0);
+            let external = cell.external
+                || results
+                    .plan
+                    .externals
+                    .iter()
+                    .any(|e| e.name == cell.backend);
             let g = groups.entry((shape, b)).or_insert_with(|| Group {
                 shape,
                 backend: backends[b],
+                external,
                 ok: Vec::new(),
                 bad: Vec::new(),
             });

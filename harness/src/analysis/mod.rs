@@ -10,7 +10,7 @@ mod histogram;
 mod metrics;
 mod text;
 
-pub(crate) use group::{is_ok, status_reason, status_word, Group, Index, Shape};
+pub(crate) use group::{is_ok, label, status_reason, status_word, Group, Index, Shape};
 pub(crate) use histogram::{decode_histogram, merged_histogram, Which};
 pub(crate) use metrics::*;
 pub(crate) use text::*;

@@ -26,6 +26,8 @@ pub const WARMUP: Duration = Duration::from_millis(250);
 pub struct Context<'a> {
     pub exe: &'a std::path::Path,
     pub backends: &'a [String],
+    /// The external servers among `backends`.
+    pub externals: &'a [super::external::External],
     pub server_cores: &'a [usize],
     pub client_cores: &'a [usize],
     pub ready_timeout: Duration,
@@ -129,6 +131,7 @@ fn calibrate(shape: &PlannedCell, cx: &Context<'_>) -> anyhow::Result<Calibratio
             stop: &stop,
             ready_timeout: cx.ready_timeout,
             server_env: cx.server_env,
+            external: cx.externals.iter().find(|e| &e.name == backend),
         };
         let measured = cell::run(&job);
         (cx.current_stop)(None);

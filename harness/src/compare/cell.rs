@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use backend_api::StopSignal;
 
 use super::cost::{self, CpuClock, ProcSnapshot, SyscallCounter};
-use super::server::{ServerProcess, ServerSpec};
+use super::server::{ServerProcess, ServerSpec, StartFailed};
 use super::suite::PlannedCell;
 use crate::load::{LoadConfig, LoadReport, WindowObserver, FD_MARGIN};
 use crate::results::{Cell, CellStatus, ClientMeasure, CostLedger, Percentiles, ServerCost};
@@ -27,6 +27,8 @@ pub struct CellJob<'a> {
     pub ready_timeout: Duration,
     /// Environment added to the server's (GLIBC_TUNABLES where libc needs it).
     pub server_env: &'a [(String, String)],
+    /// The external server `backend` names, if it is one.
+    pub external: Option<&'a super::external::External>,
 }
 
 /// Takes the server's snapshots at the edges of the measured window.
@@ -208,7 +210,22 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         client: None,
         server: None,
         ledger: None,
+        external: job.external.is_some(),
     };
+    let service = w.kind.service();
+    if let Some(ext) = job.external.filter(|e| !e.speaks(service)) {
+        cell.status = CellStatus::Unsupported {
+            reason: format!(
+                "external server {} speaks {} only; {} needs {service} (declare it with \
+                 --external {}:{service}=... if it does)",
+                ext.name,
+                ext.services_list(),
+                w.kind,
+                ext.name
+            ),
+        };
+        return cell;
+    }
     // Each connection costs a descriptor in the server and one here. A cell the limits
     // cannot hold is recorded as such with the fix, not run into EMFILE and charted as slow.
     let conns = w.total_connections();
@@ -247,10 +264,19 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             stderr_tail,
         };
     };
-    let mut server = match ServerProcess::start(&spec, job.ready_timeout) {
+    let started = match job.external {
+        None => ServerProcess::start(&spec, job.ready_timeout).map_err(|e| StartFailed {
+            reason: format!("{e:#}"),
+            stderr_tail: String::new(),
+        }),
+        Some(ext) => {
+            ServerProcess::start_external(ext, job.server_cores, job.server_env, job.ready_timeout)
+        }
+    };
+    let mut server = match started {
         Ok(s) => s,
         Err(e) => {
-            fail(&mut cell, format!("{e:#}"), String::new());
+            fail(&mut cell, e.reason, e.stderr_tail);
             cell.wall_s = t0.elapsed().as_secs_f64();
             return cell;
         }
@@ -320,7 +346,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
     };
     let tail = server.stderr_tail();
     let stats = match server.stop(STOP_TIMEOUT) {
-        Ok(r) => Some(r.total),
+        Ok(r) => r.map(|r| r.total),
         Err(e) => {
             fail(&mut cell, format!("{e:#}"), tail.clone());
             None

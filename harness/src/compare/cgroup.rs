@@ -225,8 +225,10 @@ fn parse_usage_usec(cpu_stat: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Removes `ringside-<pid>-<n>` groups under `parent` whose owner is no longer running
-/// (a harness that was killed); a group with tasks still in it is left alone.
+/// Removes `ringside-<pid>-<n>` groups under `parent` whose owner is no longer running (a
+/// harness that was killed). A server's own processes die with the harness (PDEATHSIG), but
+/// what they forked may not (an external server's workers): whatever is still in such a
+/// group is killed first.
 fn remove_stale(parent: &Path) {
     let Ok(entries) = fs::read_dir(parent) else {
         return;
@@ -242,8 +244,42 @@ fn remove_stale(parent: &Path) {
             continue;
         };
         if owner != std::process::id() && !Path::new(&format!("/proc/{owner}")).exists() {
+            kill_members(&e.path());
             let _ = fs::remove_dir(e.path());
         }
+    }
+}
+
+/// SIGKILL to every process left in a group, then a short wait for them to leave it.
+fn kill_members(dir: &Path) {
+    let procs = dir.join("cgroup.procs");
+    let deadline = Instant::now() + REMOVE_WAIT;
+    loop {
+        let pids: Vec<i32> = fs::read_to_string(&procs)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if pids.is_empty() || Instant::now() >= deadline {
+            if !pids.is_empty() {
+                eprintln!(
+                    "harness: {} processes of a killed run's server survive in {}",
+                    pids.len(),
+                    dir.display()
+                );
+            }
+            return;
+        }
+        for pid in pids {
+            eprintln!(
+                "harness: killing process {pid}, left behind by a killed run (cgroup {})",
+                dir.display()
+            );
+            // SAFETY: kill has no memory-safety preconditions; the pid was read from the
+            // group this harness created for a server whose harness is gone.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -28,9 +28,22 @@ pub struct ProcSnapshot {
     pub rss_peak: u64,
 }
 
-/// Reads a [`ProcSnapshot`] of process `pid`.
+/// Reads a [`ProcSnapshot`] of process `pid` and its descendants, summed (one process for
+/// a built-in backend; an external server's master and workers).
 pub fn snapshot(pid: u32) -> io::Result<ProcSnapshot> {
-    snapshot_from(&format!("/proc/{pid}"))
+    let mut total = snapshot_from(&format!("/proc/{pid}"))?;
+    for child in tree_processes(pid)?.into_iter().filter(|&p| p != pid) {
+        // A descendant that exited in between has nothing left to add.
+        if let Ok(s) = snapshot_from(&format!("/proc/{child}")) {
+            total.user_s += s.user_s;
+            total.sys_s += s.sys_s;
+            total.ctx_voluntary += s.ctx_voluntary;
+            total.ctx_involuntary += s.ctx_involuntary;
+            total.rss += s.rss;
+            total.rss_peak += s.rss_peak;
+        }
+    }
+    Ok(total)
 }
 
 /// Reads a snapshot from a /proc/PID-shaped directory (tests pass a fake one).
@@ -308,7 +321,19 @@ impl PerfCounters {
 /// included (they are tasks of the process that created them), from
 /// /proc/PID/task/TID/children.
 pub fn tree_tasks(pid: u32) -> io::Result<Vec<u32>> {
+    walk_tree(pid).map(|(_, tasks)| tasks)
+}
+
+/// The processes of `pid`'s tree: `pid` and its descendants (an nginx master and its
+/// workers, a shell and what it started).
+pub fn tree_processes(pid: u32) -> io::Result<Vec<u32>> {
+    walk_tree(pid).map(|(procs, _)| procs)
+}
+
+/// (processes, tasks) of `pid`'s tree.
+fn walk_tree(pid: u32) -> io::Result<(Vec<u32>, Vec<u32>)> {
     let mut tasks = Vec::new();
+    let mut seen = Vec::new();
     let mut procs = vec![pid];
     let mut first = true;
     while let Some(p) = procs.pop() {
@@ -319,6 +344,7 @@ pub fn tree_tasks(pid: u32) -> io::Result<Vec<u32>> {
             Err(e) => return Err(e),
         };
         first = false;
+        seen.push(p);
         for task in listing.flatten() {
             let Some(tid) = task
                 .file_name()
@@ -337,7 +363,7 @@ pub fn tree_tasks(pid: u32) -> io::Result<Vec<u32>> {
             }
         }
     }
-    Ok(tasks)
+    Ok((seen, tasks))
 }
 
 /// On-CPU nanoseconds of every live task of `pid`'s tree: the first field of each

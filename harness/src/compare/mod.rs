@@ -11,6 +11,7 @@ mod calibrate;
 mod cell;
 pub mod cgroup;
 pub mod cost;
+pub mod external;
 mod manifest;
 pub mod server;
 pub mod suite;
@@ -46,7 +47,7 @@ pub struct CompareArgs {
     /// available here; see `harness list`).
     #[arg(long, value_name = "LIST")]
     pub backends: Option<String>,
-    /// Only these workloads, comma-separated: echo, http, churn, stream, idle.
+    /// Only these workloads, comma-separated: echo, http, churn, stream, idle, sparse.
     #[arg(long, value_name = "LIST")]
     pub workloads: Option<String>,
     /// Repeats per cell (default: the suite's, 3 for the default suite).
@@ -94,6 +95,17 @@ pub struct CompareArgs {
     /// Backend the summary's verdicts compare every other backend to.
     #[arg(long, value_name = "BACKEND", default_value = crate::analysis::stats::DEFAULT_REFERENCE)]
     pub reference: String,
+    /// An external server measured beside the backends, as NAME=COMMAND (it speaks
+    /// HTTP) or NAME:SERVICES=COMMAND (SERVICES: echo, http or echo,http); repeatable.
+    /// The command is split with shell quoting rules and run without a shell (write
+    /// `sh -c '...'` for one); `{addr}`, `{port}` and `{cores}` are replaced by the
+    /// address and port the harness chose and the server cores. It is started pinned to
+    /// the server cores in its own process group, must accept on the port within
+    /// --ready-timeout, and is stopped with SIGTERM to the group. Cells of a service it
+    /// does not speak are recorded unsupported. Example:
+    /// --external 'nginx=scripts/external/nginx.sh {port} {cores}'
+    #[arg(long = "external", value_name = "NAME[:SERVICES]=COMMAND")]
+    pub externals: Vec<String>,
     /// Seconds a server may take to print READY before its cell is marked failed.
     #[arg(
         long,
@@ -202,10 +214,27 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         (None, Some(list)) => list.clone(),
         (None, None) => registry.iter().map(|b| b.name().to_string()).collect(),
     };
+    let mut externals: Vec<external::External> = suite.externals.clone();
+    for arg in &args.externals {
+        externals.push(arg.parse()?);
+    }
+    for (i, e) in externals.iter().enumerate() {
+        if externals[..i].iter().any(|o| o.name == e.name) {
+            bail!(
+                "external server {} is declared twice (--external or the suite's [[external]]); \
+                 give each a name of its own",
+                e.name
+            );
+        }
+    }
     let mut backends = Vec::new();
     let mut skipped = Vec::new();
     let mut io_uring = BTreeMap::new();
     for name in &names {
+        if externals.iter().any(|e| &e.name == name) {
+            // Named in --backends: it runs, in the externals' place after the backends.
+            continue;
+        }
         let b = crate::registry::find(name).context("--backends")?;
         let probed = b.probe();
         if b.traits().family.uses_io_uring() {
@@ -226,9 +255,12 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if backends.is_empty() {
+    if backends.is_empty() && externals.is_empty() {
         bail!("no backend to compare: every one named is unsupported here (see `harness list`)");
     }
+    // Built-in backends, then the external servers: what every cell loop runs.
+    let builtin = backends.clone();
+    backends.extend(externals.iter().map(|e| e.name.clone()));
 
     // Cores.
     let sys = SysRoot::default();
@@ -308,6 +340,14 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             skipped_backends: skipped,
             cells_planned: planned,
             calibration: Vec::new(),
+            externals: externals
+                .iter()
+                .map(|e| crate::results::ExternalServer {
+                    name: e.name.clone(),
+                    command: e.command.clone(),
+                    services: e.services.iter().map(|s| s.to_string()).collect(),
+                })
+                .collect(),
         },
         cells: Vec::new(),
     };
@@ -359,6 +399,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         let cx = calibrate::Context {
             exe: &exe,
             backends: &backends,
+            externals: &externals,
             server_cores: &server_cores,
             client_cores: &client_cores,
             ready_timeout,
@@ -378,6 +419,8 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         .sum();
     results.plan.cells_planned = planned;
     let progress = progress_bar(planned as u64);
+    // Each reason an external server cannot run a cell is said once, not per cell.
+    let mut said = std::collections::BTreeSet::new();
     // Interleave repeats across backends: A B C A B C, so drift hits every backend alike.
     'cells: for shape in &cells {
         let cap = args.max_repeats.unwrap_or(shape.repeats).max(shape.repeats);
@@ -420,8 +463,16 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     stop: &stop,
                     ready_timeout,
                     server_env: &server_env,
+                    external: externals.iter().find(|e| &e.name == backend),
                 };
                 let measured = cell::run(&job);
+                if let (true, crate::results::CellStatus::Unsupported { reason }) =
+                    (job.external.is_some(), &measured.status)
+                {
+                    if said.insert(reason.clone()) {
+                        eprintln!("{backend}: {reason}");
+                    }
+                }
                 if interrupted.load(Ordering::SeqCst)
                     && measured.status != crate::results::CellStatus::Ok
                 {
@@ -451,7 +502,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         render_plots(&results, &path);
     }
     if let (Some(plan), false) = (&profile_plan, was_interrupted) {
-        crate::profile::after_compare(plan, &backends, &server_env)?;
+        crate::profile::after_compare(plan, &builtin, &server_env)?;
     }
     if was_interrupted {
         bail!(

@@ -2,12 +2,14 @@
 //!
 //! A crash, a hang or a backend that never becomes ready cannot take the harness down:
 //! every wait here has a deadline, after which the child is killed and the cell is marked
-//! failed with the tail of its stderr.
+//! failed with the tail of its stderr. An external server (a user's command) is started
+//! the same way, pinned, in a process group of its own, and stopped with SIGTERM to the
+//! group.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -18,6 +20,7 @@ use anyhow::{anyhow, bail, Context};
 use backend_api::RunReport;
 
 use super::cgroup::{self, CpuCgroup};
+use super::external::External;
 
 /// Lines of stderr kept for a failure report.
 const STDERR_TAIL_LINES: usize = 40;
@@ -45,6 +48,8 @@ pub struct ServerProcess {
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// Disconnects when the stderr reader reached end of file.
     stderr_eof: Receiver<()>,
+    /// An external server's process group (its id): stopped by SIGTERM to the group.
+    group: Option<i32>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// The server's own cgroup (its CPU time, every task included), or why there is none.
@@ -115,29 +120,14 @@ impl ServerProcess {
             })
             .context("spawning the stdout reader")?;
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
-        let (eof_tx, stderr_eof) = mpsc::channel::<()>();
-        {
-            let stderr = Arc::clone(&stderr);
-            std::thread::Builder::new()
-                .name("server-stderr".into())
-                .spawn(move || {
-                    let _eof = eof_tx;
-                    for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-                        let mut tail = stderr.lock().unwrap_or_else(|p| p.into_inner());
-                        if tail.len() == STDERR_TAIL_LINES {
-                            tail.pop_front();
-                        }
-                        tail.push_back(line);
-                    }
-                })
-                .context("spawning the stderr reader")?;
-        }
+        let stderr_eof = keep_tail(stderr_pipe, &stderr)?;
         let mut proc = ServerProcess {
             child,
             stdin,
             lines,
             stderr,
             stderr_eof,
+            group: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             cgroup,
         };
@@ -190,8 +180,12 @@ impl ServerProcess {
     }
 
     /// Asks the server to stop (closes its stdin), waits up to `timeout` for its stats line
-    /// and a clean exit; kills it otherwise.
-    pub fn stop(mut self, timeout: Duration) -> anyhow::Result<RunReport> {
+    /// and a clean exit; kills it otherwise. An external server is sent SIGTERM instead
+    /// (its whole process group) and has no stats line: `None`.
+    pub fn stop(mut self, timeout: Duration) -> anyhow::Result<Option<RunReport>> {
+        if let Some(group) = self.group {
+            return self.stop_group(group, timeout).map(|()| None);
+        }
         drop(self.stdin.take());
         let deadline = Instant::now() + timeout;
         let mut report = None;
@@ -219,20 +213,238 @@ impl ServerProcess {
         if !status.success() {
             return Err(anyhow!("server exited with {status}"));
         }
-        report.ok_or_else(|| anyhow!("server exited without printing its stats"))
+        report
+            .map(Some)
+            .ok_or_else(|| anyhow!("server exited without printing its stats"))
     }
 
-    /// Kills the server at once (SIGKILL) and reaps it.
+    /// Kills the server at once (SIGKILL; an external server's whole group) and reaps it.
     pub fn kill(&mut self) {
         drop(self.stdin.take());
+        if let Some(group) = self.group {
+            // SAFETY: kill has no memory-safety preconditions; the group is the one
+            // setpgid made for this child, so no other process is signalled.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Starts an external server: the command's words with the placeholders filled in,
+    /// pinned to `cores` (the affinity is set before exec and inherited by every process
+    /// it forks), in a process group of its own, killed should the harness die. Waits up
+    /// to `ready_timeout` until it accepts a connection on the port chosen here.
+    pub fn start_external(
+        ext: &External,
+        cores: &[usize],
+        env: &[(String, String)],
+        ready_timeout: Duration,
+    ) -> Result<ServerProcess, StartFailed> {
+        let failed = |reason: String, stderr_tail: String| StartFailed {
+            reason,
+            stderr_tail,
+        };
+        let addr = free_port().map_err(|e| failed(format!("{e:#}"), String::new()))?;
+        let list = crate::cores::format_core_list(cores);
+        let argv = ext
+            .argv(addr, &list)
+            .map_err(|e| failed(format!("{e:#}"), String::new()))?;
+        // SAFETY: CPU_ZERO and CPU_SET write inside the cpu_set_t they are given.
+        let set = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_ZERO(&mut set);
+            for &c in cores {
+                libc::CPU_SET(c, &mut set);
+            }
+            set
+        };
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // Its own cgroup, as for a built-in backend: every process it forks is counted, and
+        // one left behind by a killed harness is found there and killed at the next start.
+        let cgroup = CpuCgroup::create();
+        let cgroup_fd = cgroup.as_ref().ok().map(CpuCgroup::procs_fd);
+        // SAFETY: the closure runs in the forked child before exec and calls only setpgid,
+        // sched_setaffinity, prctl and one write(2) to an inherited descriptor, which are
+        // async-signal-safe and allocate nothing; `set` is a plain value copied into the
+        // closure.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setpgid(0, 0) == -1
+                    || libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+                        == -1
+                    || libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(fd) = cgroup_fd {
+                    cgroup::join_current(fd)?;
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            failed(
+                format!(
+                    "starting external server {} (`{}`): {e}; check the command exists and is executable",
+                    ext.name,
+                    argv.join(" ")
+                ),
+                String::new(),
+            )
+        })?;
+        let group = child.id() as i32;
+        let stderr = Arc::new(Mutex::new(VecDeque::new()));
+        let readers = child
+            .stdout
+            .take()
+            .zip(child.stderr.take())
+            .context("external server pipes")
+            .and_then(|(out, err)| {
+                // Its stdout joins the tail: a program's complaint may go to either.
+                let out_eof = keep_tail(out, &stderr)?;
+                let err_eof = keep_tail(err, &stderr)?;
+                Ok((out_eof, err_eof))
+            });
+        let (_out_eof, stderr_eof) = match readers {
+            Ok(r) => r,
+            Err(e) => {
+                // SAFETY: as in `kill`.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+                let _ = child.wait();
+                return Err(failed(format!("{e:#}"), String::new()));
+            }
+        };
+        let (_never, lines) = mpsc::channel();
+        let mut proc = ServerProcess {
+            child,
+            stdin: None,
+            lines,
+            stderr,
+            stderr_eof,
+            group: Some(group),
+            addr,
+            cgroup,
+        };
+        let deadline = Instant::now() + ready_timeout;
+        loop {
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                let tail = proc.stderr_tail();
+                proc.kill();
+                return Err(failed(
+                    format!(
+                        "external server {} exited ({status}) before accepting on {addr}",
+                        ext.name
+                    ),
+                    tail,
+                ));
+            }
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(proc);
+            }
+            if Instant::now() >= deadline {
+                let tail = proc.stderr_tail();
+                proc.kill();
+                return Err(failed(
+                    format!(
+                        "external server {} did not accept on {addr} within {ready_timeout:.0?} (`{}`; does it listen on {{port}} or {{addr}}?); killed",
+                        ext.name,
+                        argv.join(" ")
+                    ),
+                    tail,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to the group, then waits up to `timeout` until every process of it is
+    /// gone; SIGKILL to the group after that.
+    fn stop_group(&mut self, group: i32, timeout: Duration) -> anyhow::Result<()> {
+        // SAFETY: kill has no memory-safety preconditions; the group is this child's own.
+        unsafe { libc::kill(-group, libc::SIGTERM) };
+        let deadline = Instant::now() + timeout;
+        let mut status = None;
+        loop {
+            if status.is_none() {
+                status = self.child.try_wait().ok().flatten();
+            }
+            // SAFETY: signal 0 only checks that some process of the group exists.
+            let group_left = unsafe { libc::kill(-group, 0) } == 0;
+            if status.is_some() && !group_left {
+                break;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                bail!(
+                    "external server did not stop within {timeout:.0?} of SIGTERM; its process                      group was killed"
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match status {
+            // Killed by the SIGTERM, or a shell reporting it was (128 + the signal).
+            Some(s)
+                if s.success()
+                    || s.signal() == Some(libc::SIGTERM)
+                    || s.code() == Some(128 + libc::SIGTERM) =>
+            {
+                Ok(())
+            }
+            Some(s) => Err(anyhow!("external server exited with {s} on SIGTERM")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Why a server did not come up, with what it said.
+#[derive(Debug)]
+pub struct StartFailed {
+    /// What went wrong.
+    pub reason: String,
+    /// Last lines of its output.
+    pub stderr_tail: String,
+}
+
+/// A port on 127.0.0.1 that is free now: bound without SO_REUSEPORT and released, so no
+/// other server was listening on it (a second listener with SO_REUSEPORT would share it).
+fn free_port() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").context("choosing a free port")?;
+    l.local_addr().context("choosing a free port")
+}
+
+/// Keeps the last [`STDERR_TAIL_LINES`] lines of `pipe` in `tail`; the receiver
+/// disconnects at end of file.
+fn keep_tail(
+    pipe: impl std::io::Read + Send + 'static,
+    tail: &Arc<Mutex<VecDeque<String>>>,
+) -> anyhow::Result<Receiver<()>> {
+    let (eof_tx, eof) = mpsc::channel::<()>();
+    let tail = Arc::clone(tail);
+    std::thread::Builder::new()
+        .name("server-stderr".into())
+        .spawn(move || {
+            let _eof = eof_tx;
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if tail.len() == STDERR_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        })
+        .context("spawning the stderr reader")?;
+    Ok(eof)
 }
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
+        // An external server's group may outlive its first process (orphaned workers).
+        if self.group.is_some() || matches!(self.child.try_wait(), Ok(None)) {
             self.kill();
         }
     }

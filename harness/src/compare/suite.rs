@@ -27,7 +27,8 @@ pub enum OneOrMany<T> {
 }
 
 impl<T: Clone> OneOrMany<T> {
-    fn values(&self) -> Vec<T> {
+    /// The value, or the sweep's values, in order.
+    pub(crate) fn values(&self) -> Vec<T> {
         match self {
             OneOrMany::One(v) => vec![v.clone()],
             OneOrMany::Many(v) => v.clone(),
@@ -55,6 +56,9 @@ pub struct SuiteFile {
     /// The blocks.
     #[serde(rename = "block")]
     pub blocks: Vec<Block>,
+    /// External servers measured beside the backends (`[[external]]`).
+    #[serde(default, rename = "external")]
+    pub externals: Vec<super::external::ExternalEntry>,
 }
 
 fn default_repeats() -> u32 {
@@ -72,8 +76,8 @@ fn default_warmup() -> f64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Block {
-    /// Series group name; `{size}`, `{depth}`, `{connections}`, `{rate}`, `{idle}`,
-    /// `{server_cores}` are replaced by the cell's values.
+    /// Series group name; `{size}`, `{depth}`, `{connections}`, `{rate}`, `{conn_rate}`,
+    /// `{idle}`, `{server_cores}` are replaced by the cell's values.
     pub group: String,
     /// Workload.
     pub workload: WorkloadKind,
@@ -91,6 +95,9 @@ pub struct Block {
     /// generator can send); each fraction of it, rounded down to two significant figures,
     /// becomes one fixed rate, the same for every backend. Excludes `rate`.
     pub ladder: Option<Vec<f64>>,
+    /// Open-loop rates per connection (req/s each; the total is connections × this), the
+    /// natural unit of `sparse`; instead of `rate`.
+    pub conn_rate: Option<OneOrMany<f64>>,
     /// Idle connections (workloads that hold idle connections).
     pub idle: Option<OneOrMany<usize>>,
     /// Number of server cores (the first N of the server set); absent = all of them.
@@ -126,6 +133,8 @@ pub struct Suite {
     pub name: String,
     /// Backends named by the suite, if any.
     pub backends: Option<Vec<String>>,
+    /// External servers of the suite.
+    pub externals: Vec<super::external::External>,
     /// Every cell shape, in order.
     pub cells: Vec<PlannedCell>,
 }
@@ -184,20 +193,36 @@ impl SuiteFile {
             let values = |v: &Option<OneOrMany<usize>>, default: usize| {
                 v.as_ref().map_or_else(|| vec![default], OneOrMany::values)
             };
-            let rates: Vec<Option<f64>> = match &b.rate {
-                None => vec![None],
-                Some(r) => r.values().into_iter().map(Some).collect(),
-            };
-            let fractions: Vec<Option<f64>> = match (&b.ladder, &b.rate) {
-                (None, _) => vec![None],
+            // Per-connection rates become total rates once the connections are known.
+            let per_conn: Vec<Option<f64>> = match (&b.rate, &b.conn_rate) {
                 (Some(_), Some(_)) => bail!(
-                    "{}: give either `rate` (absolute) or `ladder` (fractions of the calibrated ceiling), not both",
+                    "{}: give `rate` (total) or `conn_rate` (per connection), not both",
                     ctx()
                 ),
-                (Some(f), None) if f.is_empty() => {
+                (None, Some(r)) => r.values().into_iter().map(Some).collect(),
+                (None, None) if facts.conn_rate.is_some() => vec![facts.conn_rate],
+                _ => vec![None],
+            };
+            let rates_for = |connections: usize| -> Vec<Option<f64>> {
+                match &b.rate {
+                    Some(r) => r.values().into_iter().map(Some).collect(),
+                    None => per_conn
+                        .iter()
+                        .map(|r| r.map(|r| r * connections as f64))
+                        .collect(),
+                }
+            };
+            let fixed = b.rate.is_some() || b.conn_rate.is_some() || facts.conn_rate.is_some();
+            let fractions: Vec<Option<f64>> = match (&b.ladder, fixed) {
+                (None, _) => vec![None],
+                (Some(_), true) => bail!(
+                    "{}: give either a rate (`rate`, `conn_rate`, or a workload with its own per-connection rate) or `ladder` (fractions of the calibrated ceiling), not both",
+                    ctx()
+                ),
+                (Some(f), false) if f.is_empty() => {
                     bail!("{}: `ladder` is empty; give fractions such as [0.25, 0.5]", ctx())
                 }
-                (Some(f), None) => {
+                (Some(f), false) => {
                     if let Some(bad) = f.iter().find(|x| !(**x > 0.0 && **x <= 1.0)) {
                         bail!(
                             "{}: ladder fraction {bad} is out of range: give fractions above 0 and at most 1 of the slowest backend's ceiling",
@@ -226,7 +251,7 @@ impl SuiteFile {
             for connections in values(&b.connections, d.connections) {
                 for depth in values(&b.depth, d.depth) {
                     for size in values(&b.size, d.size) {
-                        for &rate in &rates {
+                        for rate in rates_for(connections) {
                             for &ladder in &fractions {
                                 for idle in values(&b.idle, d.idle) {
                                     for &sc in &cores {
@@ -247,6 +272,12 @@ impl SuiteFile {
                                             .replace("{size}", &size_label(size))
                                             .replace("{depth}", &depth.to_string())
                                             .replace("{connections}", &connections.to_string())
+                                            .replace(
+                                                "{conn_rate}",
+                                                &rate
+                                                    .map(|r| format!("{}", r / connections as f64))
+                                                    .unwrap_or_default(),
+                                            )
                                             .replace(
                                                 "{rate}",
                                                 &rate.map(|r| format!("{r}")).unwrap_or_default(),
@@ -278,9 +309,15 @@ impl SuiteFile {
                 }
             }
         }
+        let externals = self
+            .externals
+            .into_iter()
+            .map(super::external::ExternalEntry::into_external)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Suite {
             name: self.name,
             backends: self.backends,
+            externals,
             cells,
         })
     }
@@ -303,10 +340,19 @@ mod tests {
     fn builtin_suites_parse() {
         let d = Suite::parse(DEFAULT_SUITE, "default").unwrap();
         let q = Suite::parse(QUICK_SUITE, "quick").unwrap();
-        // Every workload but the test-only one.
+        // Every workload but the test-only one and sparse, whose thousands of connections
+        // would break the quick suite's minute: it has its own suite, wan.toml.
+        let wan = Suite::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../suites/wan.toml"),
+        )
+        .unwrap();
+        assert!(wan
+            .cells
+            .iter()
+            .any(|c| c.workload.kind == WorkloadKind::Sparse));
         for &kind in WorkloadKind::all()
             .iter()
-            .filter(|&&k| k != WorkloadKind::Lines)
+            .filter(|&&k| k != WorkloadKind::Lines && k != WorkloadKind::Sparse)
         {
             assert!(
                 d.cells.iter().any(|c| c.workload.kind == kind),
@@ -391,5 +437,33 @@ mod tests {
             .unwrap_err()
         );
         assert!(e.contains("rate must be above 0"), "{e}");
+        let e = format!(
+            "{:#}",
+            Suite::parse(
+                "name = \"t\"\n[[block]]\ngroup = \"g\"\nworkload = \"sparse\"\nrate = 5\nconn_rate = 1\n",
+                "t"
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("not both"), "{e}");
+    }
+
+    #[test]
+    fn per_connection_rates_multiply_by_connections() {
+        let s = Suite::parse(
+            "name = \"t\"\n[[block]]\ngroup = \"s-{connections}-{conn_rate}\"\nworkload = \"sparse\"\nconnections = [100, 1000]\nconn_rate = 2\n",
+            "t",
+        )
+        .unwrap();
+        let rates: Vec<Option<f64>> = s.cells.iter().map(|c| c.workload.rate).collect();
+        assert_eq!(rates, [Some(200.0), Some(2000.0)]);
+        assert_eq!(s.cells[1].group, "s-1000-2");
+        // Sparse without a rate takes its default per-connection rate.
+        let s = Suite::parse(
+            "name = \"t\"\n[[block]]\ngroup = \"s\"\nworkload = \"sparse\"\nconnections = 10\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(s.cells[0].workload.rate, Some(20.0));
     }
 }

@@ -62,7 +62,7 @@ fn line(g: &Group<'_>, reference: Option<&Group<'_>>, reasons: &mut Reasons) -> 
         None => String::new(),
     };
     let Some(tp) = stats::estimate(&g.ok, &stats::THROUGHPUT) else {
-        return format!("{:<16}{failures}", g.backend);
+        return format!("{:<16}{failures}", g.label());
     };
     let med = |f: fn(&crate::results::Cell) -> Option<f64>| g.stat(f).map(|s| s.median);
     let cpu = stats::estimate(&g.ok, &stats::CPU_PER_REQ);
@@ -83,7 +83,7 @@ fn line(g: &Group<'_>, reference: Option<&Group<'_>>, reasons: &mut Reasons) -> 
     }
     format!(
         "{:<16} {:>8} [{:>7}–{:<7}] {:>9} {:>6} [{:>5}–{:<5}] {:>8} {:<28} {}{failures}",
-        g.backend,
+        g.label(),
         fmt_rate(tp.value),
         fmt_rate(tp.lo),
         fmt_rate(tp.hi),

@@ -79,6 +79,11 @@ pub struct LoadArgs {
     /// closed loop (saturation).
     #[arg(long, short = 'R', allow_negative_numbers = true)]
     pub rate: Option<f64>,
+    /// Open loop at this many requests per second per connection (the total rate is
+    /// --connections times it), spread evenly over the connections; the unit of
+    /// `--workload sparse` [default for sparse: 2].
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "rate")]
+    pub conn_rate: Option<f64>,
     /// Measured time after the warmup: seconds, or with a unit (500ms, 30s, 2m).
     #[arg(long, short, default_value = "10", allow_negative_numbers = true,
           value_parser = crate::duration::parse_secs)]
@@ -164,7 +169,17 @@ impl LoadArgs {
             );
             spec.size = s;
         }
-        spec.rate = self.rate;
+        if let Some(r) = self.conn_rate {
+            anyhow::ensure!(
+                r.is_finite() && r > 0.0,
+                "--conn-rate {r}: give requests/s per connection above 0 (e.g. 2)"
+            );
+        }
+        spec.rate = self.rate.or_else(|| {
+            self.conn_rate
+                .or(w.facts().conn_rate)
+                .map(|r| r * spec.connections as f64)
+        });
         spec.duration = secs("duration", self.duration)?;
         spec.warmup = secs("warmup", self.warmup)?;
         if let Some(m) = self.idle {

@@ -82,7 +82,7 @@ impl WorkloadSpec {
             connections: d.connections,
             depth: d.depth,
             size: d.size,
-            rate: None,
+            rate: kind.facts().conn_rate.map(|r| r * d.connections as f64),
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             idle: d.idle,
@@ -171,6 +171,25 @@ impl WorkloadSpec {
         }
         if self.duration.is_zero() {
             return bad("--duration 0: give a measured duration above 0 seconds".into());
+        }
+        if facts.conn_rate.is_some() {
+            let Some(rate) = self.rate else {
+                return bad(format!(
+                    "--workload {w} is open loop only: give --conn-rate (requests/s per \
+                     connection, e.g. 2) or --rate (total requests/s)"
+                ));
+            };
+            let each = rate / self.connections as f64;
+            let sends = each * self.duration.as_secs_f64();
+            if sends < 1.0 {
+                return bad(format!(
+                    "--workload {w}: at {each} requests/s per connection each connection sends \
+                     {sends:.2} times in --duration {} s; lengthen --duration to at least \
+                     {:.1} s or raise --conn-rate",
+                    self.duration.as_secs_f64(),
+                    1.0 / each
+                ));
+            }
         }
         if self.duration > MAX_DURATION {
             return bad(format!(

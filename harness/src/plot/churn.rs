@@ -112,6 +112,7 @@ pub(super) fn churn(index: &Index<'_>) -> Vec<Figure> {
         subtitle: subtitle.join(" · "),
         panels,
         backends: backends.iter().map(|b| b.to_string()).collect(),
+        externals: Vec::new(),
         keys,
         notes,
         shapes,

@@ -155,6 +155,7 @@ pub(super) fn cpu(index: &Index<'_>) -> Vec<Figure> {
             ),
             panels,
             backends: backends.iter().map(|b| b.to_string()).collect(),
+            externals: Vec::new(),
             keys,
             notes: index
                 .left_out_note(&shapes, |s| short_shape_in(index, s))
@@ -257,6 +258,7 @@ pub(super) fn syscalls_and_switches(index: &Index<'_>) -> Vec<Figure> {
             subtitle: subtitle(index, &cats, "server process, all threads"),
             panels,
             backends: backends.iter().map(|b| b.to_string()).collect(),
+            externals: Vec::new(),
             keys,
             notes,
             shapes,

@@ -621,7 +621,7 @@ fn draw_legend<DB: DrawingBackend>(
             ))?;
         }
         area.draw(&Text::new(
-            name.clone(),
+            crate::analysis::label(name, fig.externals.contains(name)),
             (text_x, cy - px(8.0)),
             font(15.0, s, INK),
         ))?;

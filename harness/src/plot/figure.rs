@@ -72,6 +72,8 @@ pub struct Figure {
     pub(crate) panels: Vec<Panel>,
     /// Backends drawn, in legend order.
     pub backends: Vec<String>,
+    /// Those of them that are external servers: labelled "(external)" in the legend.
+    pub externals: Vec<String>,
     /// Explanations of line and marker styles.
     pub(crate) keys: Vec<KeyItem>,
     /// Caveats: cells left out, measurements absent.

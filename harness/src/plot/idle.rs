@@ -147,6 +147,7 @@ pub(super) fn idle_effect(index: &Index<'_>) -> Vec<Figure> {
             subtitle: subtitle.join(" · "),
             panels,
             backends: backends.iter().map(|b| b.to_string()).collect(),
+            externals: Vec::new(),
             keys,
             notes,
             shapes: members,

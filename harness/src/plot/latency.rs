@@ -202,6 +202,7 @@ pub(super) fn spectra(index: &Index<'_>, warnings: &mut Vec<String>) -> Vec<Figu
             subtitle: subtitle.join(" · "),
             panels,
             backends,
+            externals: Vec::new(),
             keys,
             notes: index
                 .left_out_note(&[shape], |_| "this workload".to_string())
@@ -304,6 +305,7 @@ pub(super) fn vs_load(index: &Index<'_>) -> Vec<Figure> {
             subtitle: subtitle.join(" · "),
             panels: vec![Panel::of_lines("", x, y, lines)],
             backends: backends.iter().map(|b| b.to_string()).collect(),
+            externals: Vec::new(),
             keys,
             notes,
             shapes: members,

@@ -189,6 +189,27 @@ pub fn plan(results: &ResultsFile) -> (Vec<Figure>, Vec<String>) {
     // Names are unique by construction; keep the first should two ever collide.
     let mut seen = std::collections::HashSet::new();
     figs.retain(|f| seen.insert(f.name.clone()));
+    let externals: Vec<String> = results
+        .plan
+        .externals
+        .iter()
+        .map(|e| e.name.clone())
+        .chain(
+            results
+                .cells
+                .iter()
+                .filter(|c| c.external)
+                .map(|c| c.backend.clone()),
+        )
+        .collect();
+    for f in &mut figs {
+        f.externals = f
+            .backends
+            .iter()
+            .filter(|b| externals.contains(b))
+            .cloned()
+            .collect();
+    }
     (figs, warnings)
 }
 

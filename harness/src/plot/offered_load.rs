@@ -167,6 +167,7 @@ pub(super) fn cost_vs_load(index: &Index<'_>) -> Vec<Figure> {
             subtitle: subtitle.join(" · "),
             panels,
             backends: backends.iter().map(|b| b.to_string()).collect(),
+            externals: Vec::new(),
             keys,
             notes,
             shapes: members,

@@ -346,6 +346,21 @@ mod tests {
     }
 
     #[test]
+    fn external_servers_are_family_less_singles_in_colours_of_their_own() {
+        for name in ["nginx", "cfork"] {
+            let st = backend_style(name);
+            assert_eq!(family(name), Family::Other, "{name}");
+            assert!(
+                FALLBACK.contains(&(st.color.0, st.color.1, st.color.2)),
+                "{name}"
+            );
+            for (r, g, b) in FAMILIES.iter().flat_map(|f| palette(*f)) {
+                assert_ne!(st.color, RGBColor(*r, *g, *b), "{name}");
+            }
+        }
+    }
+
+    #[test]
     fn unknown_backends_hash_stably_off_the_palettes() {
         let a = backend_style("my-new-backend");
         assert_eq!(a, backend_style("my-new-backend"));

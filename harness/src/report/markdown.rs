@@ -121,7 +121,22 @@ fn header(md: &mut String, r: &ResultsFile) {
         r.plan.repeats,
         r.tool
     );
-    let _ = writeln!(md, "Backends: {}.", r.plan.backends.join(", "));
+    let names: Vec<String> = r
+        .plan
+        .backends
+        .iter()
+        .map(|b| crate::analysis::label(b, r.plan.externals.iter().any(|e| &e.name == b)))
+        .collect();
+    let _ = writeln!(md, "Backends: {}.", names.join(", "));
+    for e in &r.plan.externals {
+        let _ = writeln!(
+            md,
+            "External server {} ({}): `{}`.",
+            e.name,
+            e.services.join(", "),
+            e.command
+        );
+    }
     if !r.plan.skipped_backends.is_empty() {
         let skipped: Vec<String> = r
             .plan
@@ -345,7 +360,7 @@ fn table(
     cols.push(Column {
         head: "backend",
         right: false,
-        value: Box::new(|g| g.backend.to_string()),
+        value: Box::new(|g| g.label()),
     });
     if kinds.len() > 1 {
         cols.push(Column {
@@ -472,6 +487,7 @@ fn table(
             let own = Group {
                 shape: g.shape,
                 backend: g.backend,
+                external: g.external,
                 ok: g.ok.iter().copied().filter(|c| c.group == group).collect(),
                 bad: g.bad.iter().copied().filter(|c| c.group == group).collect(),
             };
@@ -525,7 +541,7 @@ fn failures(md: &mut String, index: &Index<'_>, r: &ResultsFile) {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} |",
-            cell_text(&c.backend),
+            cell_text(&crate::analysis::label(&c.backend, c.external)),
             cell_text(&c.group),
             cell_text(&format!(
                 "{} {}",

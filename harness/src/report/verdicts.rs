@@ -60,7 +60,7 @@ pub(super) fn section(md: &mut String, index: &Index<'_>, results: &ResultsFile,
         }
         md.push_str(" ---: | --- |\n");
         for g in others {
-            let _ = write!(md, "| {} |", g.backend);
+            let _ = write!(md, "| {} |", g.label());
             for m in &METRICS {
                 let _ = write!(md, " {} |", stats::verdict(&g.ok, &r.ok, m).text());
             }

@@ -80,6 +80,9 @@ pub struct Plan {
     /// How the rates of `ladder` blocks were chosen, one entry per calibrated shape.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calibration: Vec<Calibration>,
+    /// External servers measured beside the backends (also listed in `backends`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub externals: Vec<ExternalServer>,
 }
 
 /// The calibration of one `ladder` block's shape: every backend closed loop for a moment,
@@ -114,6 +117,17 @@ pub struct LadderRate {
     pub fraction: f64,
     /// Requests per second.
     pub rate: f64,
+}
+
+/// An external server of a run: a user's command measured as a backend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ExternalServer {
+    /// Its name in `backends` and in cells.
+    pub name: String,
+    /// The command template, placeholders unfilled.
+    pub command: String,
+    /// Services it speaks ("echo", "http").
+    pub services: Vec<String>,
 }
 
 /// A backend that was not measured, and why.
@@ -214,6 +228,10 @@ pub struct Cell {
     /// window. Absent in files written before it was measured.
     #[serde(default)]
     pub ledger: Option<CostLedger>,
+    /// The server was an external one (a user's command, see `compare --external`), not
+    /// a built-in backend: its `backend` names the external server.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub external: bool,
 }
 
 /// How a cell ended.

@@ -203,6 +203,7 @@ impl Builder {
                 client: None,
                 server: None,
                 ledger: None,
+                external: false,
             });
             return;
         }
@@ -328,6 +329,7 @@ impl Builder {
             client: Some(client),
             server: Some(server),
             ledger: None,
+            external: false,
         });
     }
 }
@@ -574,6 +576,7 @@ pub fn fixture() -> ResultsFile {
             }],
             cells_planned: planned,
             calibration: Vec::new(),
+            externals: Vec::new(),
         },
         cells: b.cells,
     }

@@ -32,6 +32,7 @@ impl Plugin for Churn {
         sized: false,
         holds_idle: false,
         paced: true,
+        conn_rate: None,
         defaults: Defaults {
             connections: 50,
             depth: 1,

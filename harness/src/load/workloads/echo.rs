@@ -44,6 +44,7 @@ impl Plugin for Echo {
         sized: true,
         holds_idle: false,
         paced: true,
+        conn_rate: None,
         defaults: Defaults {
             connections: 64,
             depth: 1,

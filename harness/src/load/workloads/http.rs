@@ -31,6 +31,7 @@ impl Plugin for Http {
         sized: false,
         holds_idle: false,
         paced: true,
+        conn_rate: None,
         defaults: Defaults {
             connections: 64,
             depth: 1,

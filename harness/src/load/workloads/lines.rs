@@ -32,6 +32,7 @@ impl Plugin for Lines {
         sized: false,
         holds_idle: false,
         paced: true,
+        conn_rate: None,
         defaults: Defaults {
             connections: 4,
             depth: 2,

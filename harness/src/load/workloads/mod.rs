@@ -17,6 +17,7 @@ pub(crate) mod http;
 pub(crate) mod idle;
 #[cfg(test)]
 pub(crate) mod lines;
+pub(crate) mod sparse;
 pub(crate) mod stream;
 
 use serde::{Deserialize, Serialize};
@@ -82,6 +83,8 @@ workloads! {
     Stream = "stream" => stream::Stream,
     /// `idle` connections held open while `connections` active echo connections run.
     Idle = "idle" => idle::Idle,
+    /// Many HTTP keep-alive connections at a low rate each (`conn_rate`), think time between.
+    Sparse = "sparse" => sparse::Sparse,
     /// Test only: short text lines echoed back (shows a workload is one file and one line).
     #[cfg(test)]
     Lines = "lines" => lines::Lines,
@@ -191,6 +194,10 @@ pub struct Facts {
     /// Whether a rate (open loop) and a request cap apply; a workload that is not paced
     /// runs flat out for the duration.
     pub paced: bool,
+    /// Always open loop at this many requests per second per connection unless a rate is
+    /// given (the total rate is connections × this); `None` for workloads that may run
+    /// closed loop.
+    pub conn_rate: Option<f64>,
     /// Its defaults.
     pub defaults: Defaults,
 }

@@ -38,6 +38,7 @@ impl Plugin for Stream {
         sized: true,
         holds_idle: false,
         paced: false,
+        conn_rate: None,
         defaults: Defaults {
             connections: 4,
             depth: 8,
