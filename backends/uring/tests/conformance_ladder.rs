@@ -71,3 +71,17 @@ mod send_bundle_one_shot {
         backend_uring::Features::NONE.with(backend_uring::Feature::SendBundle)
     ));
 }
+
+/// Bundle sends on fixed descriptors (the branch with `fixed` added; EMFILE as in step 9).
+mod send_bundle_fixed {
+    backend_conformance::suite!(
+        backend_uring::Tuned::new(
+            backend_uring::Features::send_bundle_branch().with(backend_uring::Feature::Fixed)
+        ),
+        except {
+            emfile_does_not_spin_and_recovers:
+                "fixed descriptors live in the ring's file table, not the process's: the \
+                 case cannot fill RLIMIT_NOFILE through this backend's sockets",
+        }
+    );
+}
