@@ -269,24 +269,26 @@ impl Shard {
         if let (Some(pool), Some(buf)) = (self.pool.as_mut(), conn.recv_buf) {
             pool.put(buf);
         }
-        if let (Some(q), Some(rings)) = (conn.sendq, self.send_rings.as_mut()) {
-            // Nothing is in flight on the connection, so no send reads the ring.
-            rings.give_back(q, &io.submitter)?;
-        }
+        // Nothing is in flight on the connection, so no send reads its ring. A failure is
+        // reported after the socket's Close is queued, so the socket is not leaked by it.
+        let ring = match (conn.sendq, self.send_rings.as_mut()) {
+            (Some(q), Some(rings)) => rings.give_back(q, &io.submitter),
+            _ => Ok(()),
+        };
         if self.admission == super::accept::Admission::Full
             && self.table.live() < self.limits.max_connections
         {
             self.admission = super::accept::Admission::Open;
         }
         if conn.phase == Phase::Closed {
-            return Ok(()); // its socket was closed when only a notification was due
+            return ring; // its socket was closed when only a notification was due
         }
         let entry = on_sock!(conn.sock, |t| opcode::Close::new(t).build())
             .user_data(Token::shard(Op::Close).encode());
         // SAFETY: Close carries no pointer; the socket is ours and no operation is in
         // flight on it, and its number (or slot) is not reused before the Close runs.
         match unsafe { io.push(&entry) } {
-            Ok(()) => Ok(()),
+            Ok(()) => ring,
             Err(e) => {
                 if let Sock::Fd(fd) = conn.sock {
                     // SAFETY: closing a descriptor we own with nothing in flight on it.
