@@ -149,6 +149,9 @@ fn every_chart_kind_renders_with_the_expected_series() {
     let want: Vec<(&str, ChartKind)> = expected.iter().map(|(n, k, _)| (n.as_str(), *k)).collect();
     assert_eq!(got, want);
     for kind in ChartKind::ALL {
+        if kind == ChartKind::UringLadder {
+            continue; // the fixture has no io_uring ladder: see the ladder test below
+        }
         assert!(charts.iter().any(|c| c.kind == kind), "no {kind:?} chart");
     }
     for (chart, (_, _, backends)) in charts.iter().zip(&expected) {
@@ -597,4 +600,136 @@ fn many_backends_make_small_multiples_and_a_filter_narrows_them() {
     }
     let e = harness::plot::filter_backends(&mut results, &["nginx".into()]).unwrap_err();
     assert!(format!("{e}").contains("`nginx` has no cells"), "{e}");
+}
+
+/// The fixture with the `uring` cells of one closed-loop shape copied onto a ladder of
+/// `steps` (each 10% cheaper and with one syscall per request less than the step before)
+/// plus one branch (20% costlier than its parent).
+fn ladder_results(steps: &[&str], branch: Option<(&str, usize)>) -> ResultsFile {
+    let mut results = load_fixture();
+    let base: Vec<harness::results::Cell> = results
+        .cells
+        .iter()
+        .filter(|c| {
+            c.backend == "uring"
+                && c.workload.kind == harness::results::WorkloadKind::Echo
+                && c.status == CellStatus::Ok
+                && c.workload.rate.is_none()
+                && c.workload.connections == 64
+                && c.workload.size == 64
+                && c.server_cores.len() == 1
+        })
+        .cloned()
+        .collect();
+    assert!(!base.is_empty(), "the fixture has closed-loop uring cells");
+    results.cells.retain(|c| c.backend != "uring");
+    results.plan.backends.retain(|b| b != "uring");
+    let mut add = |name: &str, factor: f64, syscalls: f64| {
+        for c in &base {
+            let mut c = c.clone();
+            c.backend = name.to_string();
+            if let Some(s) = c.server.as_mut() {
+                s.cpu_user_us_per_req *= factor;
+                s.cpu_sys_us_per_req *= factor;
+                s.syscalls_per_req = Some(syscalls);
+            }
+            if let Some(l) = c.ledger.as_mut() {
+                l.server_cpu_us_per_req = l.server_cpu_us_per_req.map(|v| v * factor);
+            }
+            results.cells.push(c);
+        }
+        results.plan.backends.push(name.to_string());
+    };
+    for (k, step) in steps.iter().enumerate() {
+        add(step, 0.9f64.powi(k as i32), 10.0 - k as f64);
+    }
+    if let Some((name, parent)) = branch {
+        add(name, 0.9f64.powi(parent as i32) * 1.2, 10.0 - parent as f64);
+    }
+    results
+}
+
+#[test]
+fn the_uring_ladder_chart_shows_every_step_with_its_marginal_change() {
+    let steps = [
+        "uring",
+        "uring+single",
+        "uring+single+defer",
+        "uring+single+defer+zc",
+    ];
+    let results = ladder_results(&steps, Some(("uring+single+defer+send-bundle", 2)));
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RenderOptions {
+        formats: vec![Format::Svg, Format::Png],
+        width: W,
+        height: H,
+    };
+    let charts = render(&results, dir.path(), &opts).unwrap().charts;
+    let ladders: Vec<&RenderedChart> = charts
+        .iter()
+        .filter(|c| c.kind == ChartKind::UringLadder)
+        .collect();
+    let names: Vec<&str> = ladders.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        ladders.len(),
+        1,
+        "one closed-loop shape has the ladder: {names:?}"
+    );
+    let chart = ladders[0];
+    assert_eq!(chart.name, "uring-ladder-echo-64B-d1-c64");
+    let mut want: Vec<&str> = steps.to_vec();
+    want.push("uring+single+defer+send-bundle");
+    assert_eq!(chart.backends, want, "chain in order, then the branch");
+    let svg = fs::read_to_string(&chart.files[0]).unwrap();
+    check_png(&chart.files[1], W, H);
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    let texts: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("text"))
+        .filter_map(|n| n.text())
+        .collect();
+    let all = texts.join(" ");
+    assert!(all.contains(&chart.title));
+    // Step numbers with their change to the step before, in both panels: CPU −10% per
+    // step, syscalls one fewer (10 → 9 is −10%, 9 → 8 −11%); the branch +20% CPU.
+    for label in [
+        "1 −10%",
+        "2 −10%",
+        "3 −10%",
+        "2 −11%",
+        "3 −12%",
+        "2′ +20%",
+        "2′ ±0.0%",
+    ] {
+        assert!(
+            texts.iter().any(|t| t.trim() == label),
+            "no label {label:?} in {texts:?}"
+        );
+    }
+    assert!(all.contains("server CPU per request") && all.contains("syscalls per request"));
+    assert!(
+        all.contains("bootstrap 95% interval"),
+        "the whiskers are explained"
+    );
+    // Bars: one per step per panel in its backend's colour (a branch in the light shade),
+    // besides the legend swatches.
+    let fills: Vec<String> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("rect"))
+        .filter_map(|n| n.attribute("fill"))
+        .map(|f| f.to_ascii_lowercase())
+        .collect();
+    for b in steps {
+        let colour = harness::plot::style::hex(harness::plot::style::backend_style(b).color)
+            .to_ascii_lowercase();
+        assert!(
+            fills.iter().filter(|f| **f == colour).count() >= 3,
+            "{b}: two bars and a swatch in {colour}"
+        );
+    }
+
+    // Two steps are not a ladder.
+    let results = ladder_results(&steps[..2], None);
+    let charts = render(&results, dir.path(), &opts).unwrap().charts;
+    assert!(charts.iter().all(|c| c.kind != ChartKind::UringLadder));
 }

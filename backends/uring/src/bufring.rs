@@ -29,23 +29,23 @@ use io_uring::Submitter;
 /// One descriptor, laid out as the kernel's `struct io_uring_buf`. The `resv` field of
 /// entry 0 doubles as the ring's tail.
 #[repr(C)]
-struct RawBuf {
-    addr: u64,
-    len: u32,
-    bid: u16,
-    resv: u16,
+pub(crate) struct RawBuf {
+    pub(crate) addr: u64,
+    pub(crate) len: u32,
+    pub(crate) bid: u16,
+    pub(crate) resv: u16,
 }
 
 const _: () = assert!(std::mem::size_of::<RawBuf>() == 16);
 
 /// An anonymous private mapping, unmapped on drop.
-struct Mapping {
-    ptr: NonNull<u8>,
+pub(crate) struct Mapping {
+    pub(crate) ptr: NonNull<u8>,
     len: usize,
 }
 
 impl Mapping {
-    fn new(len: usize) -> io::Result<Mapping> {
+    pub(crate) fn new(len: usize) -> io::Result<Mapping> {
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing
         // aliases nothing; the result is checked before use.
         let ptr = unsafe {
@@ -75,7 +75,7 @@ impl Drop for Mapping {
     }
 }
 
-fn page_size() -> usize {
+pub(crate) fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if p > 0 {

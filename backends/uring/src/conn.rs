@@ -10,6 +10,9 @@
 //!   appends to until its final CQE (for `SEND_ZC`, the notification). Sessions append to
 //!   `out`.
 //! - At most one receive is armed ([`Conn::recv`]).
+//! - `send-bundle`: the in-flight send reads from the chunks of [`Conn::sendq`] instead,
+//!   which are frozen from the moment they are queued until a completion accounts for them;
+//!   `sending` is then only an empty spare allocation for the next chunk.
 
 use std::os::fd::RawFd;
 use std::time::Instant;
@@ -17,6 +20,7 @@ use std::time::Instant;
 use backend_api::close::Linger;
 use backend_api::{AnySession, OutBuf};
 
+use crate::sendring::SendQueue;
 use crate::token::GEN_MASK;
 
 /// How a connection's socket is named in SQEs.
@@ -128,6 +132,9 @@ pub(crate) struct Conn {
     pub out: OutBuf,
     /// What the in-flight send reads from; frozen while a send is in flight.
     pub sending: OutBuf,
+    /// `send-bundle`: the send ring and the output chunks queued in it, while this
+    /// connection has output (see `sendring.rs`).
+    pub sendq: Option<SendQueue>,
     /// One-shot receives only: the buffer the in-flight `Recv` writes to.
     pub recv_buf: Option<Box<[u8]>>,
     /// SQEs naming this connection whose final CQE has not arrived.
@@ -144,7 +151,7 @@ pub(crate) struct Conn {
 impl Conn {
     /// Output bytes not yet accepted by the kernel.
     pub(crate) fn pending(&self) -> usize {
-        self.sending.len() + self.out.len()
+        self.sending.len() + self.out.len() + self.sendq.as_ref().map_or(0, SendQueue::queued)
     }
 
     /// True while input goes to the session.
@@ -225,6 +232,7 @@ impl Table {
             session,
             out: OutBuf::new(),
             sending: OutBuf::new(),
+            sendq: None,
             recv_buf,
             inflight: 0,
             recv: OpState::IDLE,

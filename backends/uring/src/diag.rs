@@ -20,6 +20,7 @@ pub struct Diagnostics {
     backpressure_pauses: AtomicU64,
     peak_pending_output: AtomicU64,
     lost_input: AtomicU64,
+    lost_output: AtomicU64,
     enter_retries: AtomicU64,
 }
 
@@ -54,6 +55,10 @@ pub struct DiagnosticsSnapshot {
     /// Receive completions whose data could not be found (a buffer id or length never
     /// handed out); each aborted its connection. Must stay 0.
     pub lost_input: u64,
+    /// `send-bundle` completions that did not match the connection's send queue (a buffer
+    /// not at its head, a length that ends inside a chunk); each aborted its connection.
+    /// Must stay 0.
+    pub lost_output: u64,
     /// `io_uring_enter` calls retried after EBUSY/EAGAIN.
     pub enter_retries: u64,
 }
@@ -80,6 +85,7 @@ impl Diagnostics {
             backpressure_pauses: l(&self.backpressure_pauses),
             peak_pending_output: l(&self.peak_pending_output),
             lost_input: l(&self.lost_input),
+            lost_output: l(&self.lost_output),
             enter_retries: l(&self.enter_retries),
         }
     }
@@ -114,6 +120,7 @@ impl Diagnostics {
             before.backpressure_pauses,
         );
         add(&self.lost_input, now.lost_input, before.lost_input);
+        add(&self.lost_output, now.lost_output, before.lost_output);
         add(&self.enter_retries, now.enter_retries, before.enter_retries);
         self.peak_pending_output
             .fetch_max(now.peak_pending_output, Ordering::Relaxed);

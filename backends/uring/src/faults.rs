@@ -22,6 +22,9 @@ pub(crate) struct Faults {
     pub lose_cqe: Option<(Op, u32)>,
     /// The n-th receive completion with data reports more bytes than any buffer holds.
     pub corrupt_recv: Option<u32>,
+    /// The n-th send completion with data names a buffer the send ring never had at its
+    /// head (`send-bundle`).
+    pub corrupt_send: Option<u32>,
 }
 
 /// The per-shard state of the injection.
@@ -30,6 +33,7 @@ pub(crate) struct Injector {
     pushes: HashMap<Op, u32>,
     cqes: HashMap<Op, u32>,
     data_recvs: u32,
+    data_sends: u32,
     enters: u32,
     broken: bool,
 }
@@ -45,6 +49,7 @@ impl Injector {
             pushes: HashMap::new(),
             cqes: HashMap::new(),
             data_recvs: 0,
+            data_sends: 0,
             enters: 0,
             broken: false,
         }
@@ -98,6 +103,14 @@ impl Injector {
                 return Some((user_data, 1 << 30, flags));
             }
         }
+        if token.op == Op::Send && res > 0 && !io_uring::cqueue::notif(flags) {
+            self.data_sends += 1;
+            if self.faults.corrupt_send == Some(self.data_sends) {
+                // IORING_CQE_F_BUFFER with a buffer id one past the one reported.
+                let bid = io_uring::cqueue::buffer_select(flags).unwrap_or(0);
+                return Some((user_data, res, 1 | (u32::from(bid.wrapping_add(1)) << 16)));
+            }
+        }
         Some((user_data, res, flags))
     }
 }
@@ -113,13 +126,13 @@ mod tests {
     use backend_api::{ServerConfig, Service};
 
     use super::*;
-    use crate::{Diagnostics, Tuned, Tuning, Variant};
+    use crate::{Diagnostics, Feature, Features, Tuned, Tuning, Variant};
 
     /// Turns a hang into a failure; never an assertion about speed.
     const FAILSAFE: Duration = Duration::from_secs(60);
 
     fn serve(
-        variant: Variant,
+        variant: impl Into<Features> + Copy,
         tune: impl FnOnce(&mut Tuning),
     ) -> (RunningServer, Arc<Diagnostics>) {
         let mut tuning = Tuning::for_variant(variant);
@@ -270,5 +283,70 @@ mod tests {
             Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             other => panic!("the server closed a socket a queued SQE names: {other:?}"),
         }
+    }
+
+    fn send_bundle() -> Features {
+        Features::NONE.with(Feature::SendBundle)
+    }
+
+    #[test]
+    fn a_send_completion_that_does_not_match_the_send_ring_aborts_its_connection() {
+        let (server, diag) = serve(send_bundle(), |t| t.faults.corrupt_send = Some(2));
+        let mut c = connect(&server);
+        echo_once(&mut c);
+        c.write_all(b"hello").unwrap();
+        let mut buf = [0u8; 16];
+        // The reply itself may arrive (the kernel sent it); the connection must end.
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                Ok(_) => {}
+                Err(e) => panic!("expected the connection aborted, got {e}"),
+            }
+        }
+        assert_eq!(diag.snapshot().lost_output, 1);
+        let mut d = connect(&server);
+        echo_once(&mut d);
+        drop(d);
+        finish(server, true).expect("the shard itself is fine, and its rings unregister");
+    }
+
+    #[test]
+    fn a_failed_bundle_send_push_keeps_the_count_exact() {
+        // The second send fails to queue after the connection took its send ring: the
+        // shard ends, and teardown must find nothing in flight and the ring unregistered.
+        let (server, _) = serve(send_bundle(), |t| t.faults.fail_push = Some((Op::Send, 2)));
+        let mut c = connect(&server);
+        echo_once(&mut c);
+        c.write_all(b"again").unwrap();
+        let err = finish(server, false).expect_err("the injected push failure ends the shard");
+        let msg = err.to_string();
+        assert!(msg.contains("injected fault: push"), "{msg}");
+        assert!(
+            !msg.contains("bookkeeping") && !msg.contains("still in flight"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bundle_sends_under_a_small_send_buffer_lose_no_bytes() {
+        // Many sends, each waiting for room, with output queued meanwhile; every byte must
+        // arrive in order. (Sends that end inside a chunk, which need a fresh ring, show
+        // up in the conformance suite's slow-reader case.)
+        let (server, diag) = serve(send_bundle(), |t| t.send_buffer = Some(4096));
+        let mut c = connect(&server);
+        let data: Vec<u8> = (0..(4usize << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = c.try_clone().unwrap();
+        let sent = data.clone();
+        let writer = std::thread::spawn(move || w.write_all(&sent));
+        let mut got = vec![0u8; data.len()];
+        c.read_exact(&mut got).unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(got == data, "echo differs");
+        let d = diag.snapshot();
+        assert_eq!(d.lost_output, 0);
+        drop(c);
+        finish(server, true).expect("clean stop");
     }
 }

@@ -16,7 +16,7 @@
 //! [`backend_api::Backend::name`] returns `&'static str`, and results, plots and the
 //! registry compare names by value. A parsed combination's name is built at run time, so
 //! [`Features::name`] leaks it once per distinct set into a process-wide table and hands out
-//! that one copy ever after: at most one small string per set ever asked for (2^13 at the
+//! that one copy ever after: at most one small string per set ever asked for (2^14 at the
 //! very most), never one per call.
 
 use std::collections::HashMap;
@@ -58,6 +58,10 @@ pub enum Feature {
     /// Receive bundles (`IORING_RECVSEND_BUNDLE`, 6.10): one completion carries several
     /// provided buffers.
     Bundle,
+    /// Send bundles (`IORING_RECVSEND_BUNDLE` on `Send`, 6.10): output is queued into a
+    /// small provided buffer ring per sending connection, and one send takes every buffer
+    /// queued (see `sendring.rs`).
+    SendBundle,
     /// `IORING_OP_SEND_ZC` (6.0) for sends of at least [`crate::Tuning::zc_threshold`]
     /// bytes; the buffer stays frozen until the kernel's notification.
     SendZc,
@@ -67,7 +71,7 @@ pub enum Feature {
 
 impl Feature {
     /// Every toggle, in canonical-name order.
-    pub const ALL: [Feature; 13] = [
+    pub const ALL: [Feature; 14] = [
         Feature::Coop,
         Feature::Single,
         Feature::Defer,
@@ -79,6 +83,7 @@ impl Feature {
         Feature::RecvMulti,
         Feature::Inc,
         Feature::Bundle,
+        Feature::SendBundle,
         Feature::SendZc,
         Feature::Napi,
     ];
@@ -97,6 +102,7 @@ impl Feature {
             Feature::RecvMulti => "recv-multi",
             Feature::Inc => "inc",
             Feature::Bundle => "bundle",
+            Feature::SendBundle => "send-bundle",
             Feature::SendZc => "zc",
             Feature::Napi => "napi",
         }
@@ -116,6 +122,7 @@ impl Feature {
             Feature::RecvMulti => "multishot recv from a provided buffer ring",
             Feature::Inc => "incremental provided-buffer consumption",
             Feature::Bundle => "recv bundles",
+            Feature::SendBundle => "send bundles from a per-connection send buffer ring",
             Feature::SendZc => "SEND_ZC above a size threshold",
             Feature::Napi => "NAPI busy poll",
         }
@@ -210,6 +217,12 @@ impl Features {
             Feature::Sqpoll,
             Feature::MinWait,
             "with SQPOLL the shard does not wait in io_uring_enter for each batch",
+        )?;
+        clash(
+            Feature::SendBundle,
+            Feature::SendZc,
+            "SEND_ZC cannot take its data from a provided buffer ring, and one connection's \
+             sends must not overtake each other",
         )?;
         clash(
             Feature::Inc,
@@ -310,6 +323,17 @@ impl Features {
         ladder
     }
 
+    /// The send-bundle branch: the ladder step below `zc` plus `send-bundle` (the two
+    /// exclude each other), so its marginal change is measured against that step.
+    pub fn send_bundle_branch() -> Features {
+        Features::ladder()
+            .into_iter()
+            .take_while(|f| !f.has(Feature::SendZc))
+            .last()
+            .unwrap_or(Features::NONE)
+            .with(Feature::SendBundle)
+    }
+
     /// The top of the ladder: every feature that works together here.
     pub fn full() -> Features {
         Features::ladder().last().copied().unwrap_or(Features::NONE)
@@ -382,6 +406,13 @@ mod tests {
             .to_string();
         assert!(e.contains("cannot be combined"), "{e}");
         assert!(Features::parse("uring+coop+coop").unwrap().is_err());
+        let e = Features::parse("uring+send-bundle+zc")
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("'send-bundle' and 'zc'"), "{e}");
+        let sb = Features::parse("uring+send-bundle").unwrap().unwrap();
+        assert!(sb.has(Feature::SendBundle) && sb.name() == "uring+send-bundle");
     }
 
     #[test]
@@ -393,6 +424,9 @@ mod tests {
             assert!(pair[1].validate().is_ok(), "{}", pair[1]);
         }
         assert_eq!(Features::full(), *ladder.last().unwrap());
+        let branch = Features::send_bundle_branch();
+        assert!(branch.validate().is_ok(), "{branch}");
+        assert!(ladder.contains(&Features(branch.0 & !Feature::SendBundle.bit())));
     }
 
     #[test]
@@ -415,6 +449,10 @@ mod tests {
                 step.name()
             );
         }
+        assert!(
+            names.contains(&Features::send_bundle_branch().name()),
+            "the suite lacks the send-bundle branch"
+        );
         for name in names {
             let parsed = Features::parse(name).unwrap_or_else(|| panic!("{name}"));
             assert_eq!(parsed.unwrap().name(), name, "canonical names in the suite");

@@ -25,12 +25,13 @@
 //! | `recv-multi` | multishot recv from a provided buffer ring | 6.0 |
 //! | `inc` | incremental buffer consumption (needs `recv-multi`, not with `bundle`) | 6.12 |
 //! | `bundle` | receive bundles (needs `recv-multi`) | 6.10 |
-//! | `zc` | `SEND_ZC` for sends of at least [`Tuning::zc_threshold`] bytes | 6.0 |
+//! | `send-bundle` | send bundles from a per-connection send buffer ring (not with `zc`) | 6.10 |
+//! | `zc` | `SEND_ZC` for sends of at least [`Tuning::zc_threshold`] bytes (not with `send-bundle`) | 6.0 |
 //! | `napi` | NAPI busy poll (needs a NAPI device; loopback has none) | 6.9 |
 //!
 //! The ladder adds, from `uring`: `single`, `defer`, `ringfd`, `accept-multi`,
-//! `recv-multi`, `bundle`, `minwait`, `zc`, `fixed` ([`Features::ladder`]). Send bundles
-//! are not implemented.
+//! `recv-multi`, `bundle`, `minwait`, `zc`, `fixed` ([`Features::ladder`]). `send-bundle`
+//! excludes `zc`, so it is a branch off the step below `zc`.
 //!
 //! The historical names keep their meaning:
 //!
@@ -40,7 +41,8 @@
 //! | `uring-multishot` | multishot `Accept` | multishot `Recv` from a provided buffer ring | `SINGLE_ISSUER` + `DEFER_TASKRUN` |
 //! | `uring-sqpoll` | multishot `Accept` | multishot `Recv` from a provided buffer ring | `SQPOLL` (idle 1 ms), SQ thread pinned to the shard's core |
 //!
-//! Every set sends with one-shot `Send` (or `SendZc`; never two in flight per connection),
+//! Every set sends with one-shot `Send` (or `SendZc`, or a bundle `Send` with
+//! `send-bundle`; never two in flight per connection),
 //! waits on the stop eventfd with a `PollAdd`, pauses accepting with a `Timeout` after
 //! `EMFILE`, and closes sockets with `Close` SQEs, all batched into one `io_uring_enter` per
 //! loop turn.
@@ -99,6 +101,7 @@ mod faults;
 mod features;
 pub mod probe;
 mod recvbuf;
+mod sendring;
 pub mod setup;
 mod shard;
 mod token;
@@ -231,12 +234,14 @@ pub fn full() -> Arc<dyn Backend> {
 }
 
 /// The ladder's steps beyond `uring` ([`Features::ladder`], ending with [`full`]), then the
-/// toggles that are not on it (`coop` alone, `napi` alone): what `harness list` shows and
+/// toggles that are not on it (`coop` alone, `napi` alone) and the send-bundle branch
+/// ([`Features::send_bundle_branch`]): what `harness list` shows and
 /// `suites/uring-ablation.toml` runs.
 pub fn ladder() -> Vec<Arc<dyn Backend>> {
     let mut sets: Vec<Features> = Features::ladder().into_iter().skip(1).collect();
     sets.push(Features::NONE.with(Feature::Coop));
     sets.push(Features::NONE.with(Feature::Napi));
+    sets.push(Features::send_bundle_branch());
     sets.into_iter()
         .map(|f| Arc::new(Tuned::new(f)) as Arc<dyn Backend>)
         .collect()

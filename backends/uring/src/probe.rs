@@ -23,6 +23,7 @@ use io_uring::{cqueue, opcode, squeue, types, Builder, IoUring, Probe};
 
 use crate::bufring::BufRing;
 use crate::features::{Feature, Features};
+use crate::sendring::SendRings;
 use crate::setup::{builder, explain_setup_error, kernel};
 use crate::Tuning;
 
@@ -197,6 +198,13 @@ fn check_here(features: Features, tuning: &Tuning) -> Result<(), Unsupported> {
     if features.has(Feature::Bundle) && !params.is_feature_recvsend_bundle() {
         items.push("IORING_FEAT_RECVSEND_BUNDLE: receive bundles (added in Linux 6.10)".into());
     }
+    if features.has(Feature::SendBundle) && !params.is_feature_recvsend_bundle() {
+        items.push(
+            "IORING_FEAT_RECVSEND_BUNDLE: send bundles (IORING_RECVSEND_BUNDLE on IORING_OP_SEND, \
+             added in Linux 6.10)"
+                .into(),
+        );
+    }
     drop(plain);
 
     // Setup flags, one trial each so the message names the one that is missing.
@@ -260,6 +268,11 @@ fn check_here(features: Features, tuning: &Tuning) -> Result<(), Unsupported> {
     }
     if features.has(Feature::Napi) {
         trial_napi(&mut ring)?;
+    }
+    if features.has(Feature::SendBundle) {
+        if let Err(items) = trial_send_bundle(&mut ring) {
+            return Err(fail(items));
+        }
     }
     if features.has(Feature::AcceptMulti) || features.buffer_ring() {
         if let Err(items) = trial_multishot(&mut ring, features) {
@@ -368,6 +381,92 @@ fn trial_napi(ring: &mut IoUring) -> Result<(), Unsupported> {
         ));
     }
     Ok(())
+}
+
+/// Registers a send ring, queues one chunk and sends it with a bundle send on a loopback
+/// connection; the peer must read exactly it. Returns what did not work.
+fn trial_send_bundle(ring: &mut IoUring) -> Result<(), Vec<String>> {
+    let io_err =
+        |what: &str, e: io::Error| vec![format!("send bundles: {what} (trial failed: {e})")];
+    let listener =
+        TcpListener::bind("127.0.0.1:0").map_err(|e| io_err("a loopback listener", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| io_err("a loopback listener", e))?;
+    let mut client = TcpStream::connect(addr).map_err(|e| io_err("a loopback connection", e))?;
+    client
+        .set_read_timeout(Some(std::time::Duration::from_secs(1)))
+        .map_err(|e| io_err("a read timeout", e))?;
+    let (server, _) = listener.accept().map_err(|e| io_err("accept", e))?;
+    let mut rings = SendRings::new(1);
+    let mut q = rings.take(&ring.submitter()).map_err(|e| {
+        vec![if e.raw_os_error() == Some(libc::EINVAL) {
+            "provided buffer rings (IORING_REGISTER_PBUF_RING, added in Linux 5.19)".to_string()
+        } else {
+            format!("send bundles: a send buffer ring ({e})")
+        }]
+    })?;
+    let mut out = backend_api::OutBuf::new();
+    out.tail().extend_from_slice(b"ping");
+    let mut spare = backend_api::OutBuf::new();
+    q.queue(&mut out, &mut spare);
+    let entry = opcode::SendBundle::new(types::Fd(server.as_raw_fd()), q.bgid())
+        .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
+        .build()
+        .user_data(9);
+    let mut outcome = Err(vec![
+        "send bundles (the trial send got no completion)".to_string()
+    ]);
+    // SAFETY: the SQE carries no pointer; the chunk its ring entry points at lives in `q`,
+    // which is dropped only after the send's completion was reaped (or leaked if it never
+    // came).
+    if unsafe { ring.submission().push(&entry) }.is_err() {
+        return Err(vec!["a free SQE (trial ring full)".to_string()]);
+    }
+    let ts = types::Timespec::new().sec(1);
+    let args = types::SubmitArgs::new().timespec(&ts);
+    let mut reaped = false;
+    for _ in 0..3 {
+        let _ = ring.submitter().submit_with_args(1, &args);
+        if let Some(cqe) = ring.completion().next() {
+            reaped = !cqueue::more(cqe.flags());
+            outcome = match cqe.result() {
+                4 => q
+                    .sent(cqe.flags(), 4, &mut spare)
+                    .map_err(|m| vec![format!("send bundles (the trial completion was {m:?})")]),
+                r if r == -libc::EINVAL || r == -libc::EOPNOTSUPP => Err(vec![
+                    "send bundles (IORING_RECVSEND_BUNDLE on IORING_OP_SEND, added in Linux \
+                     6.10)"
+                        .to_string(),
+                ]),
+                r => Err(vec![format!("send bundles (the trial send returned {r})")]),
+            };
+            break;
+        }
+    }
+    if !reaped {
+        std::mem::forget(q); // the kernel may still read the chunk through the ring
+        std::mem::forget(rings);
+        return outcome;
+    }
+    let mut got = [0u8; 4];
+    if outcome.is_ok() {
+        if let Err(e) = std::io::Read::read_exact(&mut client, &mut got) {
+            outcome = Err(io_err("reading what was sent", e));
+        } else if &got != b"ping" {
+            outcome = Err(vec![format!(
+                "send bundles (the peer read {got:?}, not the bytes sent)"
+            )]);
+        }
+    }
+    let submitter = ring.submitter();
+    if let Err(e) = rings
+        .give_back(q, &submitter)
+        .and_then(|()| rings.unregister_all(&submitter))
+    {
+        outcome = outcome.and(Err(io_err("unregistering the send ring", e)));
+    }
+    outcome
 }
 
 /// Runs a multishot accept and a multishot receive through a registered buffer ring on a

@@ -1,5 +1,6 @@
 //! The shared conformance suite, run against every step of the uring ladder beyond `uring`
-//! (which `conformance_uring.rs` covers) and against `uring+coop`, the one toggle not on it.
+//! (which `conformance_uring.rs` covers), against `uring+coop`, the one toggle not on it, and
+//! against the send-bundle branch.
 //! (`uring+napi` cannot run here: loopback has no NAPI id, so its probe says unsupported.)
 
 macro_rules! ladder {
@@ -55,4 +56,32 @@ mod coop {
     backend_conformance::suite!(backend_uring::Tuned::new(
         backend_uring::Features::NONE.with(backend_uring::Feature::Coop)
     ));
+}
+
+/// Send bundles clash with `zc` (SEND_ZC takes no buffers from a ring), so they are a branch
+/// off the step below `zc`, and also run on the one-shot baseline (one-shot receives).
+mod send_bundle {
+    backend_conformance::suite!(backend_uring::Tuned::new(
+        backend_uring::Features::send_bundle_branch()
+    ));
+}
+
+mod send_bundle_one_shot {
+    backend_conformance::suite!(backend_uring::Tuned::new(
+        backend_uring::Features::NONE.with(backend_uring::Feature::SendBundle)
+    ));
+}
+
+/// Bundle sends on fixed descriptors (the branch with `fixed` added; EMFILE as in step 9).
+mod send_bundle_fixed {
+    backend_conformance::suite!(
+        backend_uring::Tuned::new(
+            backend_uring::Features::send_bundle_branch().with(backend_uring::Feature::Fixed)
+        ),
+        except {
+            emfile_does_not_spin_and_recovers:
+                "fixed descriptors live in the ring's file table, not the process's: the \
+                 case cannot fill RLIMIT_NOFILE through this backend's sockets",
+        }
+    );
 }

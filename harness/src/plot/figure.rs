@@ -25,11 +25,14 @@ pub enum ChartKind {
     IdleEffect,
     /// 8. Churn: connections per second and connect latency.
     Churn,
+    /// The io_uring feature ladder: CPU and syscalls per request per step, with each
+    /// step's marginal change (runs with at least three `uring` ladder steps).
+    UringLadder,
 }
 
 impl ChartKind {
     /// Every kind, in that order.
-    pub const ALL: [ChartKind; 9] = [
+    pub const ALL: [ChartKind; 10] = [
         ChartKind::ThroughputVsConnections,
         ChartKind::LatencySpectrum,
         ChartKind::LatencyVsLoad,
@@ -39,6 +42,7 @@ impl ChartKind {
         ChartKind::ThroughputVsCores,
         ChartKind::IdleEffect,
         ChartKind::Churn,
+        ChartKind::UringLadder,
     ];
 
     /// Short human name, used in the report's plot list.
@@ -53,6 +57,7 @@ impl ChartKind {
             ChartKind::ThroughputVsCores => "throughput vs server cores",
             ChartKind::IdleEffect => "idle-connection effect",
             ChartKind::Churn => "connection churn",
+            ChartKind::UringLadder => "io_uring feature ladder",
         }
     }
 }

@@ -15,6 +15,7 @@ mod draw;
 mod figure;
 mod font;
 mod idle;
+mod ladder;
 mod latency;
 mod offered_load;
 pub mod profile;
@@ -186,6 +187,7 @@ pub fn plan(results: &ResultsFile) -> (Vec<Figure>, Vec<String>) {
     figs.extend(throughput::vs_cores(&index));
     figs.extend(idle::idle_effect(&index));
     figs.extend(churn::churn(&index));
+    figs.extend(ladder::ladder(&index));
     // Names are unique by construction; keep the first should two ever collide.
     let mut seen = std::collections::HashSet::new();
     figs.retain(|f| seen.insert(f.name.clone()));

@@ -81,6 +81,7 @@ impl Shard {
         if !more {
             conn.inflight = conn.inflight.saturating_sub(1);
         }
+        let send_bundle = self.send_rings.is_some();
         match token.op {
             Op::Recv => {
                 on_recv(
@@ -96,6 +97,34 @@ impl Shard {
                         counters: &mut self.counters,
                     },
                 );
+            }
+            Op::Send if send_bundle => {
+                // Every completion of a bundle send covers whole chunks from the head of the
+                // connection's send ring (MSG_WAITALL); MORE: the send goes on with buffers
+                // queued meanwhile.
+                let applied = match (res, conn.sendq.as_mut()) {
+                    (n, Some(q)) if n > 0 => q.sent(flags, n as usize, &mut conn.sending).is_ok(),
+                    (_, Some(q)) => {
+                        q.mark_broken();
+                        true
+                    }
+                    (_, None) => res <= 0,
+                };
+                if res > 0 && applied {
+                    self.stats.bytes_out += res as u64;
+                    self.stats.writes += 1;
+                } else if !applied {
+                    // Bytes sent that the queue cannot account for: the stream is broken.
+                    self.counters.lost_output += 1;
+                    conn.abort();
+                } else {
+                    // EPIPE, ECONNRESET, ECANCELED (we are aborting anyway), ENOBUFS (the
+                    // ring was empty: our accounting is wrong), no progress.
+                    conn.abort();
+                }
+                if !more {
+                    conn.send.finished(false);
+                }
             }
             Op::Send => {
                 // SEND_ZC: the result CQE carries MORE and the notification ends the send.

@@ -50,8 +50,36 @@ impl Shard {
             conn.abort();
         }
         if !conn.aborting() {
-            // Output: one send in flight at most, always from the frozen `sending` buffer.
-            if conn.send.can_arm() {
+            if let Some(rings) = self.send_rings.as_mut() {
+                // Send bundles: queue output into the connection's send ring even while its
+                // send is in flight (the kernel may take it in the same send); one send in
+                // flight at most.
+                if !conn.out.is_empty() && conn.sendq.is_none() {
+                    conn.sendq = Some(rings.take(&io.submitter)?);
+                }
+                if let Some(q) = conn.sendq.as_mut() {
+                    if conn.send.can_arm() && q.needs_rebuild() {
+                        rings.rebuild(q, &io.submitter)?;
+                        self.counters.short_sends += 1;
+                    }
+                    q.queue(&mut conn.out, &mut conn.sending);
+                    if conn.send.can_arm() && q.queued() > 0 {
+                        let bgid = q.bgid();
+                        let entry = on_sock!(sock, |t| opcode::SendBundle::new(t, bgid)
+                            .flags(libc::MSG_NOSIGNAL | libc::MSG_WAITALL)
+                            .build())
+                        .user_data(token(Op::Send));
+                        // SAFETY: the SQE carries no pointer. The ring's entries point into
+                        // chunks frozen until a completion accounts for them, and the ring
+                        // stays registered and mapped while a send is in flight (it goes
+                        // back to the pool only with no send in flight).
+                        unsafe { io.push(&entry) }?;
+                        conn.send.armed();
+                        conn.inflight += 1;
+                    }
+                }
+            } else if conn.send.can_arm() {
+                // Output: one send in flight at most, always from the frozen `sending` buffer.
                 if conn.sending.is_empty() && !conn.out.is_empty() {
                     std::mem::swap(&mut conn.sending, &mut conn.out);
                 }
@@ -214,6 +242,18 @@ impl Shard {
             // SEND_ZC result arrived; a setsockopt before it is linked ahead of it).
             unsafe { io.push(&entry) }?;
         }
+        if conn.send.can_arm()
+            && conn
+                .sendq
+                .as_ref()
+                .is_some_and(|q| q.is_empty() || conn.aborting())
+        {
+            // No send in flight and nothing queued (or nothing more to send): the ring may
+            // serve another connection.
+            if let (Some(q), Some(rings)) = (conn.sendq.take(), self.send_rings.as_mut()) {
+                rings.give_back(q, &io.submitter)?;
+            }
+        }
         if conn.inflight == 0 && conn.aborting() {
             self.close(io, slot)?;
         }
@@ -229,20 +269,26 @@ impl Shard {
         if let (Some(pool), Some(buf)) = (self.pool.as_mut(), conn.recv_buf) {
             pool.put(buf);
         }
+        // Nothing is in flight on the connection, so no send reads its ring. A failure is
+        // reported after the socket's Close is queued, so the socket is not leaked by it.
+        let ring = match (conn.sendq, self.send_rings.as_mut()) {
+            (Some(q), Some(rings)) => rings.give_back(q, &io.submitter),
+            _ => Ok(()),
+        };
         if self.admission == super::accept::Admission::Full
             && self.table.live() < self.limits.max_connections
         {
             self.admission = super::accept::Admission::Open;
         }
         if conn.phase == Phase::Closed {
-            return Ok(()); // its socket was closed when only a notification was due
+            return ring; // its socket was closed when only a notification was due
         }
         let entry = on_sock!(conn.sock, |t| opcode::Close::new(t).build())
             .user_data(Token::shard(Op::Close).encode());
         // SAFETY: Close carries no pointer; the socket is ours and no operation is in
         // flight on it, and its number (or slot) is not reused before the Close runs.
         match unsafe { io.push(&entry) } {
-            Ok(()) => Ok(()),
+            Ok(()) => ring,
             Err(e) => {
                 if let Sock::Fd(fd) = conn.sock {
                     // SAFETY: closing a descriptor we own with nothing in flight on it.

@@ -42,6 +42,7 @@ use crate::conn::{OpState, Table};
 use crate::diag::{Diagnostics, DiagnosticsSnapshot};
 use crate::features::{Feature, Features};
 use crate::recvbuf::RecvPool;
+use crate::sendring::SendRings;
 use crate::token::{Op, Token};
 use crate::{setup, Tuning};
 
@@ -51,6 +52,9 @@ use self::teardown::Abandoned;
 
 /// The buffer group id of the shard's provided buffer ring.
 const BGID: u16 = 0;
+
+/// The first buffer group id of the send rings (`send-bundle`).
+const SEND_BGID: u16 = 1;
 
 /// How long `sqpoll` waits between accept retries at `EMFILE` (see `Shard::new`).
 const SQPOLL_ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -103,6 +107,8 @@ struct Shard {
     bufring: Option<BufRing>,
     /// One-shot receives: the receive buffer pool.
     pool: Option<RecvPool>,
+    /// `send-bundle`: the pool of per-connection send rings.
+    send_rings: Option<SendRings>,
     /// Connections to drive at the end of this turn.
     dirty: Vec<u32>,
     /// The accept (one-shot or multishot) on the listener.
@@ -197,6 +203,9 @@ impl Shard {
             table: Table::default(),
             bufring,
             pool,
+            send_rings: features
+                .has(Feature::SendBundle)
+                .then(|| SendRings::new(SEND_BGID)),
             dirty: Vec::new(),
             accept: OpState::IDLE,
             pause: OpState::IDLE,
@@ -270,6 +279,11 @@ impl Shard {
         if io.inflight == 0 {
             if let Some(bufring) = self.bufring.as_mut() {
                 if let Err(e) = bufring.unregister(&io.submitter) {
+                    result = result.and(Err(e));
+                }
+            }
+            if let Some(rings) = self.send_rings.as_mut() {
+                if let Err(e) = rings.unregister_all(&io.submitter) {
                     result = result.and(Err(e));
                 }
             }

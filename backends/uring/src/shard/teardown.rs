@@ -86,6 +86,9 @@ impl Drop for Shard {
         if let Some(ring) = self.bufring.take() {
             std::mem::forget(ring);
         }
+        if let Some(rings) = self.send_rings.take() {
+            std::mem::forget(rings); // still registered: the kernel may read them
+        }
         // Unsubmitted timeouts and setsockopts point at these.
         let boxes = (
             std::mem::take(&mut self.pause_ts),
