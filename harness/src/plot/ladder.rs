@@ -314,6 +314,7 @@ pub(super) fn ladder(index: &Index<'_>) -> Vec<Figure> {
             keys,
             notes,
             shapes: vec![shape],
+            externals: Vec::new(),
         });
     }
     figs
