@@ -3,7 +3,7 @@
 //! reports, and the ways an external command goes wrong.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::results::{read_results, CellStatus};
@@ -214,4 +214,84 @@ fn a_command_that_never_listens_fails_its_cell_with_its_stderr_in_time() {
     assert!(r.cells[0].wall_s < 10.0, "{}", r.cells[0].wall_s);
     let left = processes_with("sleep 37.25");
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn what_a_killed_run_left_of_an_external_server_dies_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build_server(dir.path());
+    let suite = dir.path().join("suite.toml");
+    std::fs::write(
+        &suite,
+        "name = \"long\"\nrepeats = 50\nduration = 1.0\nwarmup = 0.1\n\
+         [[block]]\ngroup = \"http\"\nworkload = \"http\"\nconnections = 4\n",
+    )
+    .unwrap();
+    let mut run = harness()
+        .args([
+            "compare",
+            "--no-plots",
+            "-q",
+            "--backends",
+            "cfork",
+            "--suite",
+        ])
+        .arg(&suite)
+        .arg("--external")
+        .arg(format!("cfork:http={} {{port}}", bin.display()))
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The server's parent and the child it forked (which serves) are both up.
+    let needle = bin.display().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_with(&needle).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the external server never forked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Killed outright: the parent dies with the harness (PDEATHSIG), its child does not.
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while processes_with(&needle).len() > 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let orphans = processes_with(&needle);
+    assert_eq!(
+        orphans.len(),
+        1,
+        "expected the forked child to outlive its harness: {orphans:?}"
+    );
+    // The next compare finds the dead run's cgroup and kills what is left in it.
+    let next = dir.path().join("next.toml");
+    std::fs::write(
+        &next,
+        "name = \"next\"\nrepeats = 1\nduration = 0.2\nwarmup = 0.1\n\
+         [[block]]\ngroup = \"echo\"\nworkload = \"echo\"\nconnections = 2\n",
+    )
+    .unwrap();
+    let out = harness()
+        .args(["compare", "--no-plots", "--backends", "epoll-et", "--suite"])
+        .arg(&next)
+        .arg("--out")
+        .arg(dir.path().join("next"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_with(&needle).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = processes_with(&needle);
+    assert!(
+        left.is_empty(),
+        "left behind after the next start: {left:?}\n{}",
+        show(&out)
+    );
 }
