@@ -39,7 +39,9 @@ use clap::Args;
 
 pub use backend_api::StopSignal;
 pub use config::{LoadConfig, FD_MARGIN};
-pub use engine::{run_load, run_load_observed, run_load_until, WindowObserver, ENGINE};
+pub use engine::{
+    run_load, run_load_at, run_load_observed, run_load_until, WindowObserver, ENGINE,
+};
 pub use error::{errno_name, ClientError, LoadError};
 pub use histogram::{fmt_ns, LatencySummary, NsHistogram, SerializedHistogram, HDR_ENCODING};
 pub use json::{read_report, write_report};
@@ -118,6 +120,9 @@ pub struct LoadArgs {
     #[arg(long, default_value = "2", allow_negative_numbers = true,
           value_parser = crate::duration::parse_secs)]
     pub drain: f64,
+    /// Where the load comes from: this process, or several agent processes.
+    #[command(flatten)]
+    pub clients: crate::topology::ClientArgs,
 }
 
 fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
@@ -184,6 +189,42 @@ impl LoadArgs {
     }
 }
 
+/// Runs the load in this process, or over `--client-procs` agent processes.
+fn run_distributed_or_here(
+    clients: &crate::topology::ClientArgs,
+    cfg: &LoadConfig,
+    stop: &StopSignal,
+) -> anyhow::Result<LoadReport> {
+    clients.validate()?;
+    if clients.in_process() {
+        return Ok(run_load_until(cfg, stop)?);
+    }
+    anyhow::ensure!(
+        clients.topology == crate::topology::Topology::Loopback,
+        "harness load runs against a server it does not start: --topology netns applies to          harness compare (use --client-procs here)"
+    );
+    let launches = crate::topology::local_launches(cfg, clients.client_procs)?;
+    struct Quiet;
+    impl WindowObserver for Quiet {
+        fn window_start(&self) {}
+        fn window_end(&self) {}
+    }
+    let d = crate::topology::agent::run_agents(cfg, &launches, stop, &Quiet, Default::default())?;
+    if !crate::cli::quiet() {
+        for a in &d.agents {
+            eprintln!(
+                "  agent       {}: pid {}, {} connections ({} established), {} completed",
+                a.label,
+                a.host.pid,
+                a.connections + a.idle,
+                a.established,
+                a.completed
+            );
+        }
+    }
+    Ok(d.report)
+}
+
 /// Runs `harness load`: prints the summary, writes `--json` if asked. SIGINT or SIGTERM
 /// stops the run early and still reports; a second one exits at once.
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
@@ -212,7 +253,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             })
             .context("spawning the signal thread")?
     };
-    let result = run_load_until(&cfg, &stop);
+    let result = run_distributed_or_here(&args.clients, &cfg, &stop);
     handle.close();
     let _ = watcher.join();
     let report = result?;

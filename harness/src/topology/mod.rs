@@ -1,0 +1,179 @@
+//! Where the load comes from: this process (loopback, one client process, today's
+//! default), several local agent processes (`--client-procs`), or agents in client network
+//! namespaces (`--topology netns`). Every path beyond the first runs `harness agent`
+//! processes under one protocol ([`agent`]) and merges their reports exactly ([`merge`]).
+
+pub mod agent;
+pub mod merge;
+pub mod netns;
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+
+use crate::load::LoadConfig;
+use agent::AgentLaunch;
+
+/// Where the server and the load generators run.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    ValueEnum,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Topology {
+    /// Server and load on this kernel's loopback, pinned to different cores.
+    #[default]
+    Loopback,
+    /// A server namespace and `--clients` client namespaces joined by veth pairs, created
+    /// for the run and always removed.
+    Netns,
+}
+
+impl Topology {
+    /// The name used on the command line and in results.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topology::Loopback => "loopback",
+            Topology::Netns => "netns",
+        }
+    }
+}
+
+/// The options that say where the load comes from, shared by `compare` and `load`.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// loopback (server and load on this kernel, the default) or netns (a server namespace
+    /// and --clients client namespaces joined by veth; needs root and `ip`).
+    #[arg(long, value_enum, default_value = "loopback")]
+    pub topology: Topology,
+    /// Load agent processes per client (host or namespace): the client side is then bound
+    /// neither by one process's RLIMIT_NOFILE nor by its threads. 1 under loopback runs the
+    /// load in this process.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub client_procs: usize,
+    /// Client namespaces under --topology netns.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub clients: usize,
+    /// Rate limit of every veth link under --topology netns (tc tbf), e.g. 100mbit, 1gbit,
+    /// 10mbps (bytes).
+    #[arg(long, value_name = "RATE", value_parser = netns::parse_rate)]
+    pub link_rate: Option<u64>,
+    /// One-way delay on every veth link (tc netem), e.g. 10ms; needs sch_netem.
+    #[arg(long, value_name = "TIME")]
+    pub link_delay: Option<String>,
+    /// Packet loss on every veth link (tc netem), e.g. 0.1%; needs sch_netem.
+    #[arg(long, value_name = "PCT")]
+    pub link_loss: Option<String>,
+}
+
+impl Default for ClientArgs {
+    fn default() -> Self {
+        ClientArgs {
+            topology: Topology::Loopback,
+            client_procs: 1,
+            clients: 1,
+            link_rate: None,
+            link_delay: None,
+            link_loss: None,
+        }
+    }
+}
+
+impl ClientArgs {
+    /// Checks the combination; the error names the flag.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.client_procs >= 1, "--client-procs 0: give at least 1");
+        anyhow::ensure!(
+            (1..=64).contains(&self.clients),
+            "--clients {}: give 1 to 64 client namespaces",
+            self.clients
+        );
+        if self.topology != Topology::Netns {
+            anyhow::ensure!(self.clients == 1, "--clients applies to --topology netns");
+            anyhow::ensure!(
+                self.link_rate.is_none() && self.link_delay.is_none() && self.link_loss.is_none(),
+                "--link-rate, --link-delay and --link-loss shape veth links: they need \
+                 --topology netns"
+            );
+        }
+        Ok(())
+    }
+
+    /// True when the load runs in this process (loopback, one client process).
+    pub fn in_process(&self) -> bool {
+        self.topology == Topology::Loopback && self.client_procs == 1
+    }
+
+    /// Agents in all.
+    pub fn agents(&self) -> usize {
+        self.client_procs
+            * if self.topology == Topology::Netns {
+                self.clients
+            } else {
+                1
+            }
+    }
+}
+
+/// The harness binary agents run (this one).
+pub fn agent_exe() -> anyhow::Result<OsString> {
+    Ok(std::env::current_exe()
+        .context("locating the harness executable for its agents")?
+        .into_os_string())
+}
+
+/// `n` local agents on this kernel, each with its share of `cfg`.
+pub fn local_launches(cfg: &LoadConfig, n: usize) -> anyhow::Result<Vec<AgentLaunch>> {
+    let exe = agent_exe()?;
+    Ok(merge::split(cfg, n)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, config)| AgentLaunch {
+            label: format!("proc {i}"),
+            argv: vec![exe.clone(), "agent".into()],
+            config,
+            local: true,
+        })
+        .collect())
+}
+
+/// Agents in client namespaces: `procs` per namespace, each aimed at the server address
+/// its namespace reaches (`port` on the namespace's peer address).
+pub fn netns_launches(
+    cfg: &LoadConfig,
+    net: &netns::Netns,
+    procs: usize,
+    port: u16,
+) -> anyhow::Result<Vec<AgentLaunch>> {
+    let exe = agent_exe()?;
+    let n = net.clients().len() * procs;
+    let shares = merge::split(cfg, n)?;
+    let mut out = Vec::with_capacity(n);
+    for (i, mut config) in shares.into_iter().enumerate() {
+        let client = &net.clients()[i / procs];
+        config.target = SocketAddr::from((client.server_ip, port));
+        config.host = config.target.to_string();
+        let mut argv: Vec<OsString> = ["ip", "netns", "exec"].map(OsString::from).to_vec();
+        argv.push(client.ns.clone().into());
+        argv.push(exe.clone());
+        argv.push("agent".into());
+        out.push(AgentLaunch {
+            label: format!("netns {} proc {}", client.ns, i % procs),
+            argv,
+            config,
+            local: true,
+        });
+    }
+    Ok(out)
+}
