@@ -197,5 +197,5 @@ fn an_agent_given_a_bad_request_says_why() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad hello message"), "{err}");
+    assert!(err.contains("bad message (expected hello or run)"), "{err}");
 }

@@ -27,6 +27,8 @@ pub struct CellJob<'a> {
     pub ready_timeout: Duration,
     /// Environment added to the server's (GLIBC_TUNABLES where libc needs it).
     pub server_env: &'a [(String, String)],
+    /// Where the load comes from.
+    pub clients: crate::topology::ClientSide<'a>,
 }
 
 /// Takes the server's snapshots at the edges of the measured window.
@@ -36,6 +38,21 @@ struct ServerWindow {
     clock: Option<CpuClock>,
     start: Mutex<Option<Edge>>,
     end: Mutex<Option<Edge>>,
+    /// The processes generating the load, when not this one (load agents).
+    clients: Mutex<Vec<u32>>,
+}
+
+impl ServerWindow {
+    /// Client CPU: this process's, or the sum over the load agents'.
+    fn client_ns(&self) -> Option<u64> {
+        let pids = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if pids.is_empty() {
+            return cost::schedstat_ns(std::process::id()).ok();
+        }
+        pids.iter()
+            .map(|&p| cost::schedstat_ns(p).ok())
+            .sum::<Option<u64>>()
+    }
 }
 
 /// The server as seen at one edge of the measured window.
@@ -65,7 +82,7 @@ struct LedgerEdge {
 impl WindowObserver for ServerWindow {
     fn window_start(&self) {
         let cores = cost::core_ticks().ok();
-        let client_ns = cost::schedstat_ns(std::process::id()).ok();
+        let client_ns = self.client_ns();
         let server_sched_ns = cost::schedstat_ns(self.pid).ok();
         if let Some(c) = &self.clock {
             let _ = c.start();
@@ -94,7 +111,7 @@ impl WindowObserver for ServerWindow {
         let server_clock_ns = self.clock.as_ref().and_then(|c| c.stop().ok());
         let at = Instant::now();
         let server_sched_ns = cost::schedstat_ns(self.pid).ok();
-        let client_ns = cost::schedstat_ns(std::process::id()).ok();
+        let client_ns = self.client_ns();
         let cores = cost::core_ticks().ok();
         *self.end.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
             proc,
@@ -108,6 +125,10 @@ impl WindowObserver for ServerWindow {
                 server_clock_ns,
             },
         });
+    }
+
+    fn client_processes(&self, pids: &[u32]) {
+        *self.clients.lock().unwrap_or_else(|p| p.into_inner()) = pids.to_vec();
     }
 }
 
@@ -198,23 +219,36 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         client: None,
         server: None,
         ledger: None,
+        agents: Vec::new(),
     };
-    // Each connection costs a descriptor in the server and one here. A cell the limits
-    // cannot hold is recorded as such with the fix, not run into EMFILE and charted as slow.
+    // Each connection costs a descriptor in the server and one in the client process that
+    // opened it. A cell the limits cannot hold is recorded as such with the fix, not run
+    // into EMFILE and charted as slow.
     let conns = w.total_connections();
-    let need = conns + FD_MARGIN;
     let have = backend_api::rlimit::nofile()
         .map(|(soft, _)| soft)
         .unwrap_or(0);
-    if need > have {
-        cell.status = CellStatus::Unsupported {
-            reason: format!(
-                "needs {need} descriptors per process ({conns} connections) but RLIMIT_NOFILE is {have} \
-                 and could not be raised (hard limit; raising it needs root with CAP_SYS_RESOURCE): \
-                 ulimit -Hn {need}; ulimit -n {need}"
-            ),
-        };
-        return cell;
+    let procs = job.clients.processes().max(1) as u64;
+    let per_client = conns.div_ceil(procs);
+    for (who, n, more) in [
+        ("the server process", conns, ""),
+        (
+            "each client process",
+            per_client,
+            "; or spread the client side over more processes with --client-procs",
+        ),
+    ] {
+        let need = n + FD_MARGIN;
+        if need > have {
+            cell.status = CellStatus::Unsupported {
+                reason: format!(
+                    "{who} needs {need} descriptors ({n} connections) but RLIMIT_NOFILE is \
+                     {have} and could not be raised (hard limit; raising it needs root with \
+                     CAP_SYS_RESOURCE): ulimit -Hn {need}; ulimit -n {need}{more}"
+                ),
+            };
+            return cell;
+        }
     }
     if let Some((most, why)) = crate::registry::connection_ceiling(job.backend) {
         if conns > most {
@@ -230,6 +264,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         service: w.kind.service().as_str().to_string(),
         cores: crate::cores::format_core_list(job.server_cores),
         env: job.server_env.to_vec(),
+        netns: job.clients.server_netns(),
     };
     let fail = |cell: &mut Cell, reason: String, stderr_tail: String| {
         cell.status = CellStatus::Failed {
@@ -261,6 +296,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         clock,
         start: Mutex::new(None),
         end: Mutex::new(None),
+        clients: Mutex::new(Vec::new()),
     };
     let mut cfg = LoadConfig::of(server.addr, w.clone());
     cfg.cores = job.client_cores.to_vec();
@@ -280,7 +316,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             expired
         })
     };
-    let load = crate::load::run_load_observed(&cfg, job.stop, &window);
+    let load = run_load(job, &cfg, &window);
     drop(done);
     let timed_out = watchdog.join().unwrap_or(false);
     let alive = server.is_alive();
@@ -297,10 +333,20 @@ pub fn run(job: &CellJob<'_>) -> Cell {
     }
     let report = match load {
         Ok(r) => r,
-        Err(e) => {
+        Err(LoadFailure::Here(e)) => {
             let tail = server.stderr_tail();
             server.kill();
             fail(&mut cell, format!("load generator: {e}"), tail);
+            cell.wall_s = t0.elapsed().as_secs_f64();
+            return cell;
+        }
+        Err(LoadFailure::Agent(e)) => {
+            server.kill();
+            fail(
+                &mut cell,
+                format!("load agent: {}", e.reason),
+                e.stderr_tail,
+            );
             cell.wall_s = t0.elapsed().as_secs_f64();
             return cell;
         }
@@ -388,9 +434,35 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             cell.status = CellStatus::Invalid { reason };
         }
     }
+    cell.agents = report.agents.clone();
     cell.client = Some(client);
     cell.wall_s = t0.elapsed().as_secs_f64();
     cell
+}
+
+/// Why a cell's load failed: in this process, or in one of its agents.
+enum LoadFailure {
+    Here(String),
+    Agent(crate::topology::agent::AgentError),
+}
+
+/// Runs the cell's load in this process or over its agents.
+fn run_load(
+    job: &CellJob<'_>,
+    cfg: &LoadConfig,
+    window: &ServerWindow,
+) -> Result<LoadReport, LoadFailure> {
+    if job.clients.in_process() {
+        return crate::load::run_load_observed(cfg, job.stop, window)
+            .map_err(|e| LoadFailure::Here(e.to_string()));
+    }
+    let launches = job
+        .clients
+        .launches(cfg, cfg.target.port())
+        .map_err(|e| LoadFailure::Here(format!("{e:#}")))?;
+    crate::topology::agent::run_agents(cfg, &launches, job.stop, window, Default::default())
+        .map(|d| d.report)
+        .map_err(LoadFailure::Agent)
 }
 
 /// Error kinds that mean the server answered wrongly or not at all: a cell with any of

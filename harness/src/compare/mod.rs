@@ -100,6 +100,10 @@ pub struct CompareArgs {
         allow_negative_numbers = true
     )]
     pub ready_timeout: f64,
+    /// Where the load comes from: this process (loopback), several agent processes
+    /// (--client-procs), or client network namespaces (--topology netns).
+    #[command(flatten)]
+    pub clients: crate::topology::ClientArgs,
 }
 
 /// Probes the libc copy slowdown and decides the servers' extra environment.
@@ -260,6 +264,24 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         }
     }
     crate::rlimit::raise_nofile_to_hard();
+    args.clients.validate()?;
+    // Created once for the whole run; dropping it (at any return from here on, an error
+    // or a Ctrl-C included) removes the namespaces.
+    let netns = match args.clients.topology {
+        crate::topology::Topology::Netns => Some(crate::topology::netns::Netns::create(
+            args.clients.clients,
+            &crate::topology::netns::Shaping {
+                rate_bps: args.clients.link_rate,
+                delay: args.clients.link_delay.clone(),
+                loss: args.clients.link_loss.clone(),
+            },
+        )?),
+        crate::topology::Topology::Loopback => None,
+    };
+    let client_side = crate::topology::ClientSide {
+        args: &args.clients,
+        netns: netns.as_ref(),
+    };
     let profile_plan = match &args.profile {
         Some(dir) => Some(crate::profile::plan_for_compare(
             &cells,
@@ -293,6 +315,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         state: RunState::Running,
         manifest: crate::results::Manifest {
             memcpy: Some(memcpy_check),
+            topology: (!client_side.in_process()).then(|| client_side.manifest()),
             ..manifest::collect(&sys, &server_cores, &client_cores, io_uring)
         },
         plan: Plan {
@@ -395,6 +418,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     stop: &stop,
                     ready_timeout,
                     server_env: &server_env,
+                    clients: client_side,
                 };
                 let measured = cell::run(&job);
                 if interrupted.load(Ordering::SeqCst)

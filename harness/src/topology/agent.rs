@@ -6,7 +6,8 @@
 //! The protocol is line-delimited JSON, one message a line:
 //! 1. coordinator → agent on stdin: `{"hello":{"unix_ns":T1}}`; agent → stdout:
 //!    `{"hello":{"unix_ns":T2,"host":{...}}}` (its host facts). The coordinator reads it at
-//!    T3 and takes the agent's clock offset as T2 - (T1+T3)/2, ± (T3-T1)/2.
+//!    T3 and takes the agent's clock offset as T2 - (T1+T3)/2, ± (T3-T1)/2. It repeats
+//!    the exchange and keeps the one with the shortest round trip.
 //! 2. coordinator → agent: `{"run":{"config":{LoadConfig},"start_at_unix_ns":S}}`, S in the
 //!    agent's clock. The agent establishes its connections, starts its measured clock at S,
 //!    and answers `{"report":{"report":{LoadReport},"start_late_ns":N}}` (histograms
@@ -31,6 +32,9 @@ use serde::{Deserialize, Serialize};
 use super::merge::merge_reports;
 use crate::load::{Flag, LoadConfig, LoadReport, WindowObserver};
 
+/// Hello exchanges per agent: the offset is taken from the shortest round trip.
+const CLOCK_ROUNDS: usize = 4;
+
 /// Lines of an agent's stderr kept for a failure report.
 const STDERR_TAIL_LINES: usize = 30;
 
@@ -41,7 +45,7 @@ const STDERR_TAIL_LINES: usize = 30;
 with --client-procs, --topology netns or ssh); not meant to be run by hand.\n\n\
 Protocol: one JSON message per line. Stdin first carries {\"hello\":{\"unix_ns\":T}}, answered \
 on stdout with {\"hello\":{\"unix_ns\":T,\"host\":{hostname,kernel,cpu_model,online_cores,\
-nofile_soft,nofile_hard,pid}}}; then {\"run\":{\"config\":LoadConfig,\"start_at_unix_ns\":S}}, \
+nofile_soft,nofile_hard,pid}}} (any number of times: a clock exchange); then {\"run\":{\"config\":LoadConfig,\"start_at_unix_ns\":S}}, \
 answered with {\"report\":{\"report\":LoadReport,\"start_late_ns\":N}} or \
 {\"error\":{\"message\":M}}. The load's measured clock starts at wall-clock time S, once every \
 connection is established. End of stdin, SIGINT or SIGTERM stop the run early (it still \
@@ -228,21 +232,22 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
                 anyhow::anyhow!("standard input ended before the coordinator's {what}")
             }
         })?;
-        serde_json::from_str(&line).with_context(|| format!("bad {what} message: {line}"))
+        serde_json::from_str(&line)
+            .with_context(|| format!("bad message (expected {what}): {line}"))
     };
-    match next("hello")? {
-        ToAgent::Hello { .. } => say(&FromAgent::Hello {
-            unix_ns: unix_ns(SystemTime::now()),
-            host: HostFacts::here(),
-        })?,
-        other => bail!("expected a hello message first, got {other:?}"),
-    }
-    let (config, start_at) = match next("run")? {
-        ToAgent::Run {
-            config,
-            start_at_unix_ns,
-        } => (*config, UNIX_EPOCH + Duration::from_nanos(start_at_unix_ns)),
-        other => bail!("expected a run message, got {other:?}"),
+    // Any number of hellos (the coordinator keeps the exchange with the shortest round
+    // trip), then the run.
+    let (config, start_at) = loop {
+        match next("hello or run")? {
+            ToAgent::Hello { .. } => say(&FromAgent::Hello {
+                unix_ns: unix_ns(SystemTime::now()),
+                host: HostFacts::here(),
+            })?,
+            ToAgent::Run {
+                config,
+                start_at_unix_ns,
+            } => break (*config, UNIX_EPOCH + Duration::from_nanos(start_at_unix_ns)),
+        }
     };
     let stop = StopSignal::new().context("creating the stop eventfd")?;
     {
@@ -498,22 +503,31 @@ pub fn run_agents(
     for l in launches {
         procs.push(AgentProc::spawn(l).map_err(|e| plain(format!("{e:#}")))?);
     }
-    // Clocks and host facts.
+    // Clocks and host facts. The first exchange includes the agent's start-up; of the
+    // later ones, the shortest round trip bounds the offset best.
     let mut clocks = Vec::with_capacity(procs.len());
     for p in &mut procs {
-        let t1 = unix_ns(SystemTime::now());
-        let answer = p
-            .send(&ToAgent::Hello { unix_ns: t1 })
-            .and_then(|_| p.recv(Instant::now() + timeouts.hello));
-        let t3 = unix_ns(SystemTime::now());
-        match answer {
-            Ok(FromAgent::Hello { unix_ns: t2, host }) => {
-                let mid = (t1 as i128 + t3 as i128) / 2;
-                clocks.push((host, (t2 as i128 - mid) as i64, (t3 - t1) / 2));
+        let mut best: Option<(HostFacts, i64, u64)> = None;
+        for round in 0..CLOCK_ROUNDS {
+            let t1 = unix_ns(SystemTime::now());
+            let answer = p
+                .send(&ToAgent::Hello { unix_ns: t1 })
+                .and_then(|_| p.recv(Instant::now() + timeouts.hello));
+            let t3 = unix_ns(SystemTime::now());
+            match answer {
+                Ok(FromAgent::Hello { unix_ns: t2, host }) => {
+                    let mid = (t1 as i128 + t3 as i128) / 2;
+                    let half = t3.saturating_sub(t1) / 2;
+                    let better = best.as_ref().is_none_or(|b| half < b.2);
+                    if round > 0 && better || best.is_none() {
+                        best = Some((host, (t2 as i128 - mid) as i64, half));
+                    }
+                }
+                Ok(other) => return Err(p.fail(anyhow::anyhow!("expected hello, got {other:?}"))),
+                Err(e) => return Err(p.fail(e)),
             }
-            Ok(other) => return Err(p.fail(anyhow::anyhow!("expected hello, got {other:?}"))),
-            Err(e) => return Err(p.fail(e)),
         }
+        clocks.extend(best);
     }
     let pids: Vec<u32> = procs
         .iter()

@@ -177,3 +177,65 @@ pub fn netns_launches(
     }
     Ok(out)
 }
+
+/// What `compare` knows about where each cell's load comes from: the options and, under
+/// netns, the namespaces (created once for the whole run).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide<'a> {
+    /// The options.
+    pub args: &'a ClientArgs,
+    /// The namespaces, under --topology netns.
+    pub netns: Option<&'a netns::Netns>,
+}
+
+impl ClientSide<'_> {
+    /// True when the load runs in this process.
+    pub fn in_process(&self) -> bool {
+        self.args.in_process()
+    }
+
+    /// Load processes the client side runs (1 in process).
+    pub fn processes(&self) -> usize {
+        self.args.agents()
+    }
+
+    /// The namespace the server runs in, if any.
+    pub fn server_netns(&self) -> Option<String> {
+        self.netns.map(|n| n.server().to_string())
+    }
+
+    /// The agents for a run of `cfg` against a server listening on `port`.
+    pub fn launches(&self, cfg: &LoadConfig, port: u16) -> anyhow::Result<Vec<AgentLaunch>> {
+        match self.netns {
+            Some(net) => netns_launches(cfg, net, self.args.client_procs, port),
+            None => local_launches(cfg, self.args.client_procs),
+        }
+    }
+
+    /// The manifest's record of it.
+    pub fn manifest(&self) -> crate::results::TopologyManifest {
+        let a = self.args;
+        let link = match (a.link_rate, &a.link_delay, &a.link_loss) {
+            (None, None, None) => None,
+            (Some(r), None, None) => Some(format!("tbf rate {r}bit")),
+            (r, d, l) => Some(format!(
+                "netem{}{}{}",
+                d.as_ref()
+                    .map(|d| format!(" delay {d}"))
+                    .unwrap_or_default(),
+                l.as_ref().map(|l| format!(" loss {l}")).unwrap_or_default(),
+                r.map(|r| format!(" rate {r}bit")).unwrap_or_default()
+            )),
+        };
+        crate::results::TopologyManifest {
+            topology: a.topology,
+            client_procs: a.client_procs,
+            server_namespace: self.server_netns(),
+            client_namespaces: self
+                .netns
+                .map(|n| n.clients().iter().map(|c| c.ns.clone()).collect())
+                .unwrap_or_default(),
+            link,
+        }
+    }
+}

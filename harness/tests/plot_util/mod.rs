@@ -203,6 +203,7 @@ impl Builder {
                 client: None,
                 server: None,
                 ledger: None,
+                agents: Vec::new(),
             });
             return;
         }
@@ -328,6 +329,7 @@ impl Builder {
             client: Some(client),
             server: Some(server),
             ledger: None,
+            agents: Vec::new(),
         });
     }
 }
@@ -563,6 +565,7 @@ pub fn fixture() -> ResultsFile {
                     "glibc.cpu.x86_rep_movsb_threshold=2147483647".to_string(),
                 ),
             }),
+            topology: None,
         },
         plan: Plan {
             suite: "fixture.toml".to_string(),
