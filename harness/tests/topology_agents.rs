@@ -99,7 +99,6 @@ fn the_coordinator_opens_the_window_by_the_clock_and_splits_the_rate() {
             label: format!("proc {i}"),
             argv: vec![harness_exe(), "agent".into()],
             config,
-            local: true,
         })
         .collect();
     let edges = Edges(Default::default());
@@ -129,7 +128,6 @@ fn fake_agent(script: &str) -> AgentLaunch {
         label: "fake".into(),
         argv: vec!["sh".into(), "-c".into(), script.into()],
         config: cfg,
-        local: true,
     }
 }
 

@@ -38,21 +38,6 @@ struct ServerWindow {
     clock: Option<CpuClock>,
     start: Mutex<Option<Edge>>,
     end: Mutex<Option<Edge>>,
-    /// The processes generating the load, when not this one (load agents).
-    clients: Mutex<Vec<u32>>,
-}
-
-impl ServerWindow {
-    /// Client CPU: this process's, or the sum over the load agents'.
-    fn client_ns(&self) -> Option<u64> {
-        let pids = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if pids.is_empty() {
-            return cost::schedstat_ns(std::process::id()).ok();
-        }
-        pids.iter()
-            .map(|&p| cost::schedstat_ns(p).ok())
-            .sum::<Option<u64>>()
-    }
 }
 
 /// The server as seen at one edge of the measured window.
@@ -82,7 +67,7 @@ struct LedgerEdge {
 impl WindowObserver for ServerWindow {
     fn window_start(&self) {
         let cores = cost::core_ticks().ok();
-        let client_ns = self.client_ns();
+        let client_ns = cost::schedstat_ns(std::process::id()).ok();
         let server_sched_ns = cost::schedstat_ns(self.pid).ok();
         if let Some(c) = &self.clock {
             let _ = c.start();
@@ -111,7 +96,7 @@ impl WindowObserver for ServerWindow {
         let server_clock_ns = self.clock.as_ref().and_then(|c| c.stop().ok());
         let at = Instant::now();
         let server_sched_ns = cost::schedstat_ns(self.pid).ok();
-        let client_ns = self.client_ns();
+        let client_ns = cost::schedstat_ns(std::process::id()).ok();
         let cores = cost::core_ticks().ok();
         *self.end.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
             proc,
@@ -126,16 +111,16 @@ impl WindowObserver for ServerWindow {
             },
         });
     }
-
-    fn client_processes(&self, pids: &[u32]) {
-        *self.clients.lock().unwrap_or_else(|p| p.into_inner()) = pids.to_vec();
-    }
 }
 
-/// The cell's cost ledger from the readings at the window's two edges.
+/// The cell's cost ledger from the readings at the window's two edges; `agents_cpu_ns` is
+/// the client CPU when load agents generated the load (what they measured of their own
+/// threads over their windows: their threads end with their windows, so reading them here
+/// at the closing edge would miss them).
 fn ledger(
     e0: &LedgerEdge,
     e1: &LedgerEdge,
+    agents_cpu_ns: Option<u64>,
     clock_absent: Option<&str>,
     requests: f64,
     server_cores: &[usize],
@@ -172,10 +157,11 @@ fn ledger(
             )),
         ),
     };
-    let client_cpu_ns = e0
-        .client_ns
-        .zip(e1.client_ns)
-        .map(|(a, b)| b.saturating_sub(a));
+    let client_cpu_ns = agents_cpu_ns.or_else(|| {
+        e0.client_ns
+            .zip(e1.client_ns)
+            .map(|(a, b)| b.saturating_sub(a))
+    });
     let (server, client) = match (&e0.cores, &e1.cores) {
         (Some(a), Some(b)) => (
             cost::core_usage(a, b, server_cores),
@@ -296,7 +282,6 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         clock,
         start: Mutex::new(None),
         end: Mutex::new(None),
-        clients: Mutex::new(Vec::new()),
     };
     let mut cfg = LoadConfig::of(server.addr, w.clone());
     cfg.cores = job.client_cores.to_vec();
@@ -368,9 +353,12 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         .take();
     let end = window.end.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let (Some(e0), Some(e1)) = (start, end) {
+        let agents_cpu_ns = (!report.agents.is_empty())
+            .then_some(((report.client.user_s + report.client.system_s) * 1e9) as u64);
         cell.ledger = Some(ledger(
             &e0.ledger,
             &e1.ledger,
+            agents_cpu_ns,
             clock_absent.as_deref(),
             requests,
             job.server_cores,

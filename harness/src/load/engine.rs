@@ -52,9 +52,6 @@ pub trait WindowObserver: Sync {
     fn window_start(&self);
     /// The measured window closes (or the run was stopped inside it).
     fn window_end(&self);
-    /// The processes generating the load, when they are not this one (load agents):
-    /// told once before the window opens, so client CPU can be read from them.
-    fn client_processes(&self, _pids: &[u32]) {}
 }
 
 struct NoObserver;

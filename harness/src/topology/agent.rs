@@ -304,9 +304,6 @@ pub struct AgentLaunch {
     pub argv: Vec<OsString>,
     /// Its share of the load ([`super::merge::split`]), with its target.
     pub config: LoadConfig,
-    /// The spawned process is the agent itself (not an ssh client), so its CPU can be read
-    /// from /proc here.
-    pub local: bool,
 }
 
 /// Deadlines of a distributed run.
@@ -529,13 +526,6 @@ pub fn run_agents(
         }
         clocks.extend(best);
     }
-    let pids: Vec<u32> = procs
-        .iter()
-        .zip(launches)
-        .filter(|(_, l)| l.local)
-        .map(|(p, _)| p.child.id())
-        .collect();
-    observer.client_processes(&pids);
     // The common start, in each agent's clock.
     let lead = lead_time(launches);
     let start_wall = SystemTime::now() + lead;

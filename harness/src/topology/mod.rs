@@ -143,7 +143,6 @@ pub fn local_launches(cfg: &LoadConfig, n: usize) -> anyhow::Result<Vec<AgentLau
             label: format!("proc {i}"),
             argv: vec![exe.clone(), "agent".into()],
             config,
-            local: true,
         })
         .collect())
 }
@@ -172,7 +171,6 @@ pub fn netns_launches(
             label: format!("netns {} proc {}", client.ns, i % procs),
             argv,
             config,
-            local: true,
         });
     }
     Ok(out)
