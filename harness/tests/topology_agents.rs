@@ -197,3 +197,65 @@ fn an_agent_given_a_bad_request_says_why() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad message (expected hello or run)"), "{err}");
 }
+
+#[test]
+fn compare_with_two_client_processes_records_each_agent_and_their_sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(harness_exe())
+        .args(["compare", "--quick", "--backends", "epoll-et", "--no-plots"])
+        .args([
+            "--workloads",
+            "echo,idle",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "100ms",
+        ])
+        .args(["--client-procs", "2", "--out"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("compare did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    let path = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .unwrap();
+    let r = harness::results::read_results(&path).unwrap();
+    let topo = r.manifest.topology.as_ref().unwrap();
+    assert_eq!(topo.client_procs, 2);
+    assert_eq!(r.cells.len(), 3);
+    for c in &r.cells {
+        assert_eq!(c.status, harness::results::CellStatus::Ok, "{c:?}");
+        let client = c.client.as_ref().unwrap();
+        assert_eq!(c.agents.len(), 2);
+        assert_eq!(
+            client.requests,
+            c.agents.iter().map(|a| a.completed).sum::<u64>()
+        );
+        assert_eq!(
+            client.connections_established,
+            c.agents.iter().map(|a| a.established).sum::<u64>()
+        );
+        assert_eq!(
+            client.connections_requested,
+            (c.workload.connections + c.workload.idle) as u64
+        );
+    }
+}

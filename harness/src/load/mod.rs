@@ -60,7 +60,9 @@ pub use workloads::Workload;
 /// Options of `harness load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Server to load: IP:PORT or HOST:PORT.
+    /// Server to load: IP:PORT or HOST:PORT. With --client-procs, a comma-separated list
+    /// spreads the agents over several servers (agent i loads server i modulo the list),
+    /// e.g. server processes that cannot each hold every connection.
     #[arg(long)]
     pub target: String,
     /// Traffic.
@@ -152,7 +154,8 @@ fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
 impl LoadArgs {
     /// The config these options describe, with per-workload defaults filled in.
     pub fn to_config(&self) -> anyhow::Result<LoadConfig> {
-        let target = resolve(&self.target)?;
+        let first = self.target.split(',').next().unwrap_or_default().trim();
+        let target = resolve(first)?;
         let w = self.workload;
         let mut spec = WorkloadSpec::new(w);
         if let Some(n) = self.connections {
@@ -177,7 +180,7 @@ impl LoadArgs {
         }
         spec.requests = self.requests;
         let mut cfg = LoadConfig::of(target, spec);
-        cfg.host = self.host.clone().unwrap_or_else(|| self.target.clone());
+        cfg.host = self.host.clone().unwrap_or_else(|| first.to_string());
         cfg.path = self.path.clone();
         cfg.connect_timeout = secs("connect-timeout", self.connect_timeout)?;
         cfg.drain_timeout = secs("drain", self.drain)?;
@@ -191,19 +194,35 @@ impl LoadArgs {
 
 /// Runs the load in this process, or over `--client-procs` agent processes.
 fn run_distributed_or_here(
-    clients: &crate::topology::ClientArgs,
+    args: &LoadArgs,
     cfg: &LoadConfig,
     stop: &StopSignal,
 ) -> anyhow::Result<LoadReport> {
+    let clients = &args.clients;
     clients.validate()?;
+    let targets: Vec<&str> = args.target.split(',').map(str::trim).collect();
     if clients.in_process() {
+        anyhow::ensure!(
+            targets.len() == 1,
+            "--target {}: several servers need several client processes (--client-procs)",
+            args.target
+        );
         return Ok(run_load_until(cfg, stop)?);
     }
     anyhow::ensure!(
         clients.topology == crate::topology::Topology::Loopback,
         "harness load runs against a server it does not start: --topology netns applies to          harness compare (use --client-procs here)"
     );
-    let launches = crate::topology::local_launches(cfg, clients.client_procs)?;
+    let mut launches = crate::topology::local_launches(cfg, clients.client_procs)?;
+    if targets.len() > 1 {
+        for (i, l) in launches.iter_mut().enumerate() {
+            let t = targets[i % targets.len()];
+            l.config.target = resolve(t)?;
+            if args.host.is_none() {
+                l.config.host = t.to_string();
+            }
+        }
+    }
     struct Quiet;
     impl WindowObserver for Quiet {
         fn window_start(&self) {}
@@ -253,7 +272,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             })
             .context("spawning the signal thread")?
     };
-    let result = run_distributed_or_here(&args.clients, &cfg, &stop);
+    let result = run_distributed_or_here(&args, &cfg, &stop);
     handle.close();
     let _ = watcher.join();
     let report = result?;

@@ -283,7 +283,7 @@ pub struct ClientCost {
 pub struct Flag {
     /// Stable code: `client_bound`, `rate_not_met`, `schedule_lag`,
     /// `connections_missing`, `errors`, `unanswered`, `interrupted`, `no_source_spread`,
-    /// `few_requests`.
+    /// `few_requests`, `agents_start_skew` (load agents started apart).
     pub code: String,
     /// What happened and what it means.
     pub message: String,
