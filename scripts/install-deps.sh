@@ -4,11 +4,12 @@
 #   nginx-light                  an external server to compare backends against
 #   linux-perf                   syscall counts, and `harness profile` (its test runs in CI)
 #   chromium                     headless browser the HTML report's test renders it in
+#   openssh-server               sshd, which the test of `--topology ssh` starts on 127.0.0.1
 # Usage: scripts/install-deps.sh [--ci]   (--ci: only what the tests need)
 set -euo pipefail
-pkgs=(apache2-utils wrk nginx-light linux-perf chromium)
+pkgs=(apache2-utils wrk nginx-light linux-perf chromium openssh-server)
 if [[ "${1:-}" == "--ci" ]]; then
-  pkgs=(linux-perf chromium)
+  pkgs=(linux-perf chromium openssh-server)
 fi
 command -v rustfmt >/dev/null || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

@@ -277,6 +277,11 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             },
         )?),
         crate::topology::Topology::Loopback => None,
+        crate::topology::Topology::Ssh => bail!(
+            "harness compare --topology ssh is not available yet: it needs the server started \
+             and measured on a server host; use harness load --topology ssh --client-hosts … \
+             against a server you start there"
+        ),
     };
     let client_side = crate::topology::ClientSide {
         args: &args.clients,

@@ -209,11 +209,15 @@ fn run_distributed_or_here(
         );
         return Ok(run_load_until(cfg, stop)?);
     }
-    anyhow::ensure!(
-        clients.topology == crate::topology::Topology::Loopback,
-        "harness load runs against a server it does not start: --topology netns applies to          harness compare (use --client-procs here)"
-    );
-    let mut launches = crate::topology::local_launches(cfg, clients.client_procs)?;
+    use crate::topology::Topology;
+    let mut launches = match clients.topology {
+        Topology::Loopback => crate::topology::local_launches(cfg, clients.client_procs)?,
+        Topology::Ssh => crate::topology::ssh_launches(cfg, clients)?,
+        Topology::Netns => anyhow::bail!(
+            "harness load runs against a server it does not start: --topology netns applies \
+             to harness compare (use --client-procs or --topology ssh here)"
+        ),
+    };
     if targets.len() > 1 {
         for (i, l) in launches.iter_mut().enumerate() {
             let t = targets[i % targets.len()];

@@ -143,7 +143,9 @@ fn topology_line(t: Option<&crate::results::TopologyManifest>) -> String {
     };
     let procs = |n: usize| format!("{n} agent process{}", if n == 1 { "" } else { "es" });
     let mut line = match t.topology {
-        crate::topology::Topology::Loopback => format!("loopback, {}", procs(t.client_procs)),
+        crate::topology::Topology::Loopback | crate::topology::Topology::Ssh => {
+            format!("{}, {}", t.topology.as_str(), procs(t.client_procs))
+        }
         crate::topology::Topology::Netns => format!(
             "netns: server in {}, {} client namespace{} ({}), {} each",
             t.server_namespace.as_deref().unwrap_or("?"),

@@ -38,6 +38,8 @@ pub enum Topology {
     /// A server namespace and `--clients` client namespaces joined by veth pairs, created
     /// for the run and always removed.
     Netns,
+    /// Agents on other hosts (`--client-hosts`), started over ssh.
+    Ssh,
 }
 
 impl Topology {
@@ -46,6 +48,7 @@ impl Topology {
         match self {
             Topology::Loopback => "loopback",
             Topology::Netns => "netns",
+            Topology::Ssh => "ssh",
         }
     }
 }
@@ -53,8 +56,9 @@ impl Topology {
 /// The options that say where the load comes from, shared by `compare` and `load`.
 #[derive(Debug, Clone, Args)]
 pub struct ClientArgs {
-    /// loopback (server and load on this kernel, the default) or netns (a server namespace
-    /// and --clients client namespaces joined by veth; needs root and `ip`).
+    /// loopback (server and load on this kernel, the default), netns (a server namespace
+    /// and --clients client namespaces joined by veth; needs root and `ip`; compare only) or
+    /// ssh (agents on --client-hosts, started over ssh; load only).
     #[arg(long, value_enum, default_value = "loopback")]
     pub topology: Topology,
     /// Load agent processes per client (host or namespace): the client side is then bound
@@ -75,6 +79,18 @@ pub struct ClientArgs {
     /// Packet loss on every veth link (tc netem), e.g. 0.1%; needs sch_netem.
     #[arg(long, value_name = "PCT")]
     pub link_loss: Option<String>,
+    /// Client hosts under --topology ssh, comma-separated ([user@]host); each runs
+    /// --client-procs agents.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub client_hosts: Vec<String>,
+    /// An ssh `-o` option for every ssh connection (Key=Value, e.g. Port=2222 or
+    /// IdentityFile=~/.ssh/bench); repeatable. BatchMode=yes and ConnectTimeout=5 are
+    /// always given first.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub ssh_opt: Vec<String>,
+    /// Path of the harness binary on the client hosts [default: this binary's path].
+    #[arg(long, value_name = "PATH")]
+    pub remote_harness: Option<String>,
 }
 
 impl Default for ClientArgs {
@@ -86,6 +102,9 @@ impl Default for ClientArgs {
             link_rate: None,
             link_delay: None,
             link_loss: None,
+            client_hosts: Vec::new(),
+            ssh_opt: Vec::new(),
+            remote_harness: None,
         }
     }
 }
@@ -99,6 +118,25 @@ impl ClientArgs {
             "--clients {}: give 1 to 64 client namespaces",
             self.clients
         );
+        if self.topology == Topology::Ssh {
+            anyhow::ensure!(
+                !self.client_hosts.is_empty(),
+                "--topology ssh: name the client hosts with --client-hosts a,b"
+            );
+            for o in &self.ssh_opt {
+                anyhow::ensure!(
+                    o.contains('=') && !o.starts_with('-'),
+                    "--ssh-opt {o}: give an ssh -o option as Key=Value, e.g. Port=2222"
+                );
+            }
+        } else {
+            anyhow::ensure!(
+                self.client_hosts.is_empty()
+                    && self.ssh_opt.is_empty()
+                    && self.remote_harness.is_none(),
+                "--client-hosts, --ssh-opt and --remote-harness apply to --topology ssh"
+            );
+        }
         if self.topology != Topology::Netns {
             anyhow::ensure!(self.clients == 1, "--clients applies to --topology netns");
             anyhow::ensure!(
@@ -131,6 +169,40 @@ pub fn agent_exe() -> anyhow::Result<OsString> {
     Ok(std::env::current_exe()
         .context("locating the harness executable for its agents")?
         .into_os_string())
+}
+
+/// Agents on the `--client-hosts`, `--client-procs` each, started with `ssh`.
+pub fn ssh_launches(cfg: &LoadConfig, args: &ClientArgs) -> anyhow::Result<Vec<AgentLaunch>> {
+    let remote: OsString = match &args.remote_harness {
+        Some(p) => p.into(),
+        None => agent_exe()?,
+    };
+    let procs = args.client_procs;
+    let shares = merge::split(cfg, args.client_hosts.len() * procs)?;
+    Ok(shares
+        .into_iter()
+        .enumerate()
+        .map(|(i, config)| {
+            let host = &args.client_hosts[i / procs];
+            let mut argv: Vec<OsString> = vec!["ssh".into()];
+            for o in ["BatchMode=yes", "ConnectTimeout=5"]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(args.ssh_opt.iter().cloned())
+            {
+                argv.push("-o".into());
+                argv.push(o.into());
+            }
+            argv.push(host.into());
+            argv.push(remote.clone());
+            argv.push("agent".into());
+            AgentLaunch {
+                label: format!("ssh {host} proc {}", i % procs),
+                argv,
+                config,
+            }
+        })
+        .collect())
 }
 
 /// `n` local agents on this kernel, each with its share of `cfg`.
@@ -204,9 +276,14 @@ impl ClientSide<'_> {
 
     /// The agents for a run of `cfg` against a server listening on `port`.
     pub fn launches(&self, cfg: &LoadConfig, port: u16) -> anyhow::Result<Vec<AgentLaunch>> {
-        match self.netns {
-            Some(net) => netns_launches(cfg, net, self.args.client_procs, port),
-            None => local_launches(cfg, self.args.client_procs),
+        match (self.netns, self.args.topology) {
+            (Some(net), _) => netns_launches(cfg, net, self.args.client_procs, port),
+            (None, Topology::Ssh) => anyhow::bail!(
+                "harness compare --topology ssh is not available yet: it needs the server \
+                 started and measured on --server-host; use harness load --topology ssh \
+                 against a server you start there"
+            ),
+            (None, _) => local_launches(cfg, self.args.client_procs),
         }
     }
 
