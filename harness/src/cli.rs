@@ -64,6 +64,7 @@ pub enum Command {
     Diff(crate::diff::DiffArgs),
     /// Run one share of a load for a coordinating harness (`--client-procs`,
     /// `--topology netns`): JSON requests on stdin, a JSON report on stdout.
+    #[command(long_about = crate::topology::agent::PROTOCOL_HELP)]
     Agent(crate::topology::agent::AgentArgs),
 }
 

@@ -38,10 +38,8 @@ const CLOCK_ROUNDS: usize = 4;
 /// Lines of an agent's stderr kept for a failure report.
 const STDERR_TAIL_LINES: usize = 30;
 
-/// Options of `harness agent`.
-#[derive(Debug, Args)]
-#[command(
-    long_about = "Run one share of a load for a coordinating harness (compare or load \
+/// The long help of `harness agent`: the protocol.
+pub const PROTOCOL_HELP: &str = "Run one share of a load for a coordinating harness (compare or load \
 with --client-procs, --topology netns or ssh); not meant to be run by hand.\n\n\
 Protocol: one JSON message per line. Stdin first carries {\"hello\":{\"unix_ns\":T}}, answered \
 on stdout with {\"hello\":{\"unix_ns\":T,\"host\":{hostname,kernel,cpu_model,online_cores,\
@@ -49,8 +47,10 @@ nofile_soft,nofile_hard,pid}}} (any number of times: a clock exchange); then {\"
 answered with {\"report\":{\"report\":LoadReport,\"start_late_ns\":N}} or \
 {\"error\":{\"message\":M}}. The load's measured clock starts at wall-clock time S, once every \
 connection is established. End of stdin, SIGINT or SIGTERM stop the run early (it still \
-reports, marked interrupted)."
-)]
+reports, marked interrupted).";
+
+/// Options of `harness agent`.
+#[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Longest wait for each coordinator message before the agent gives up (30s, 2m).
     #[arg(long, default_value = "60", value_parser = crate::duration::parse_secs)]
