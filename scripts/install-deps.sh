@@ -5,14 +5,15 @@
 #   linux-perf                   syscall counts, and `harness profile` (its test runs in CI)
 #   chromium                     headless browser the HTML report's test renders it in
 #   gcc (cc)                     builds the C server that `compare --external`'s test runs
+#   openssh-server               sshd, which the test of `--topology ssh` starts on 127.0.0.1
 # and, as root, mounts tracefs where it is missing (perf's raw_syscalls tracepoint, which
 # counts syscalls per request, lives there; runtime only, `umount /sys/kernel/tracing` undoes
 # it; scripts/tune-host.sh makes the same change among its others).
 # Usage: scripts/install-deps.sh [--ci]   (--ci: only what the tests need)
 set -euo pipefail
-pkgs=(apache2-utils wrk nginx-light linux-perf chromium)
+pkgs=(apache2-utils wrk nginx-light linux-perf chromium openssh-server)
 if [[ "${1:-}" == "--ci" ]]; then
-  pkgs=(linux-perf chromium gcc)
+  pkgs=(linux-perf chromium gcc openssh-server)
 fi
 command -v rustfmt >/dev/null || rustup component add rustfmt
 cargo clippy --version >/dev/null 2>&1 || rustup component add clippy

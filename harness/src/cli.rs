@@ -62,6 +62,10 @@ pub enum Command {
     /// Compare two results files cell by cell (same workload and backend): ratios with
     /// intervals for throughput, CPU/req, syscalls/req and p99; --fail-above for CI.
     Diff(crate::diff::DiffArgs),
+    /// Run one share of a load for a coordinating harness (`--client-procs`,
+    /// `--topology netns`): JSON requests on stdin, a JSON report on stdout.
+    #[command(long_about = crate::topology::agent::PROTOCOL_HELP)]
+    Agent(crate::topology::agent::AgentArgs),
 }
 
 static QUIET: AtomicBool = AtomicBool::new(false);
@@ -125,6 +129,7 @@ impl Cli {
             Command::Man { command } => man(command.as_deref(), &mut std::io::stdout().lock()),
             Command::Profile(args) => crate::profile::run(args),
             Command::Diff(args) => crate::diff::run(args),
+            Command::Agent(args) => crate::topology::agent::run(args),
         }
     }
 }

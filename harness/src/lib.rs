@@ -21,6 +21,7 @@ pub mod results;
 pub mod rlimit;
 pub mod serve;
 pub mod sysinfo;
+pub mod topology;
 
 /// Parses the process arguments and runs the chosen command.
 pub fn run() -> anyhow::Result<()> {

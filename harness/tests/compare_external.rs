@@ -174,6 +174,20 @@ fn a_bad_placeholder_is_an_error_naming_the_valid_ones() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("built-in backend"));
+    // An external would be started outside the namespaces: refused, before any is made.
+    let out = harness()
+        .args(["compare", "--quick", "--topology", "netns", "--external"])
+        .arg("x=/bin/true {port}")
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("cannot run under --topology netns") && e.contains("--topology loopback"),
+        "{e}"
+    );
 }
 
 #[test]

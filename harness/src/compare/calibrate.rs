@@ -32,6 +32,9 @@ pub struct Context<'a> {
     pub client_cores: &'a [usize],
     pub ready_timeout: Duration,
     pub server_env: &'a [(String, String)],
+    /// Where the load runs (in process, agents, namespaces): calibrated the same way the
+    /// cells will be measured.
+    pub clients: crate::topology::ClientSide<'a>,
     /// Set when the run is interrupted: calibration stops early.
     pub interrupted: &'a dyn Fn() -> bool,
     /// Holds the stop signal of the run in progress, for Ctrl-C.
@@ -132,6 +135,7 @@ fn calibrate(shape: &PlannedCell, cx: &Context<'_>) -> anyhow::Result<Calibratio
             ready_timeout: cx.ready_timeout,
             server_env: cx.server_env,
             external: cx.externals.iter().find(|e| &e.name == backend),
+            clients: cx.clients,
         };
         let measured = cell::run(&job);
         (cx.current_stop)(None);

@@ -29,6 +29,8 @@ pub struct CellJob<'a> {
     pub server_env: &'a [(String, String)],
     /// The external server `backend` names, if it is one.
     pub external: Option<&'a super::external::External>,
+    /// Where the load comes from.
+    pub clients: crate::topology::ClientSide<'a>,
 }
 
 /// Takes the server's snapshots at the edges of the measured window.
@@ -120,16 +122,20 @@ impl WindowObserver for ServerWindow {
     }
 }
 
-/// The cell's cost ledger from the readings at the window's two edges.
+/// The cell's cost ledger from the readings at the window's two edges; `agents_cpu_ns` is
+/// the client CPU when load agents generated the load (what they measured of their own
+/// threads over their windows: their threads end with their windows, so reading them here
+/// at the closing edge would miss them).
 fn ledger(
     e0: &LedgerEdge,
     e1: &LedgerEdge,
     cgroup_method: Option<&'static str>,
+    agents_cpu_ns: Option<u64>,
     clock_absent: Option<&str>,
     requests: f64,
-    server_cores: &[usize],
-    client_cores: &[usize],
+    job: &CellJob<'_>,
 ) -> CostLedger {
+    let (server_cores, client_cores) = (job.server_cores, job.client_cores);
     let window_s = e1.at.saturating_duration_since(e0.at).as_secs_f64();
     let delta = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
     let sched = delta(e0.server_sched_ns, e1.server_sched_ns);
@@ -162,10 +168,11 @@ fn ledger(
             )),
         ),
     };
-    let client_cpu_ns = e0
-        .client_ns
-        .zip(e1.client_ns)
-        .map(|(a, b)| b.saturating_sub(a));
+    let client_cpu_ns = agents_cpu_ns.or_else(|| {
+        e0.client_ns
+            .zip(e1.client_ns)
+            .map(|(a, b)| b.saturating_sub(a))
+    });
     let (server, client) = match (&e0.cores, &e1.cores) {
         (Some(a), Some(b)) => (
             cost::core_usage(a, b, server_cores),
@@ -211,6 +218,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         server: None,
         ledger: None,
         external: job.external.is_some(),
+        agents: Vec::new(),
     };
     let service = w.kind.service();
     if let Some(ext) = job.external.filter(|e| !e.speaks(service)) {
@@ -226,22 +234,34 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         };
         return cell;
     }
-    // Each connection costs a descriptor in the server and one here. A cell the limits
-    // cannot hold is recorded as such with the fix, not run into EMFILE and charted as slow.
+    // Each connection costs a descriptor in the server and one in the client process that
+    // opened it. A cell the limits cannot hold is recorded as such with the fix, not run
+    // into EMFILE and charted as slow.
     let conns = w.total_connections();
-    let need = conns + FD_MARGIN;
     let have = backend_api::rlimit::nofile()
         .map(|(soft, _)| soft)
         .unwrap_or(0);
-    if need > have {
-        cell.status = CellStatus::Unsupported {
-            reason: format!(
-                "needs {need} descriptors per process ({conns} connections) but RLIMIT_NOFILE is {have} \
-                 and could not be raised (hard limit; raising it needs root with CAP_SYS_RESOURCE): \
-                 ulimit -Hn {need}; ulimit -n {need}"
-            ),
-        };
-        return cell;
+    let procs = job.clients.processes().max(1) as u64;
+    let per_client = conns.div_ceil(procs);
+    for (who, n, more) in [
+        ("the server process", conns, ""),
+        (
+            "each client process",
+            per_client,
+            "; or spread the client side over more processes with --client-procs",
+        ),
+    ] {
+        let need = n + FD_MARGIN;
+        if need > have {
+            cell.status = CellStatus::Unsupported {
+                reason: format!(
+                    "{who} needs {need} descriptors ({n} connections) but RLIMIT_NOFILE is \
+                     {have} and could not be raised (hard limit; raising it needs root with \
+                     CAP_SYS_RESOURCE): ulimit -Hn {need}; ulimit -n {need}{more}"
+                ),
+            };
+            return cell;
+        }
     }
     if let Some((most, why)) = crate::registry::connection_ceiling(job.backend) {
         if conns > most {
@@ -257,6 +277,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         service: w.kind.service().as_str().to_string(),
         cores: crate::cores::format_core_list(job.server_cores),
         env: job.server_env.to_vec(),
+        netns: job.clients.server_netns(),
     };
     let fail = |cell: &mut Cell, reason: String, stderr_tail: String| {
         cell.status = CellStatus::Failed {
@@ -319,7 +340,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             expired
         })
     };
-    let load = crate::load::run_load_observed(&cfg, job.stop, &window);
+    let load = run_load(job, &cfg, &window);
     drop(done);
     let timed_out = watchdog.join().unwrap_or(false);
     let alive = server.is_alive();
@@ -336,10 +357,20 @@ pub fn run(job: &CellJob<'_>) -> Cell {
     }
     let report = match load {
         Ok(r) => r,
-        Err(e) => {
+        Err(LoadFailure::Here(e)) => {
             let tail = server.stderr_tail();
             server.kill();
             fail(&mut cell, format!("load generator: {e}"), tail);
+            cell.wall_s = t0.elapsed().as_secs_f64();
+            return cell;
+        }
+        Err(LoadFailure::Agent(e)) => {
+            server.kill();
+            fail(
+                &mut cell,
+                format!("load agent: {}", e.reason),
+                e.stderr_tail,
+            );
             cell.wall_s = t0.elapsed().as_secs_f64();
             return cell;
         }
@@ -361,14 +392,16 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         .take();
     let end = window.end.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let (Some(e0), Some(e1)) = (start, end) {
+        let agents_cpu_ns = (!report.agents.is_empty())
+            .then_some(((report.client.user_s + report.client.system_s) * 1e9) as u64);
         cell.ledger = Some(ledger(
             &e0.ledger,
             &e1.ledger,
             cgroup_method,
+            agents_cpu_ns,
             clock_absent.as_deref(),
             requests,
-            job.server_cores,
-            job.client_cores,
+            job,
         ));
         let (s0, s1, syscalls) = (e0.proc, e1.proc, e1.syscalls);
         let (user, sys) = (s1.user_s - s0.user_s, s1.sys_s - s0.sys_s);
@@ -428,9 +461,35 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             cell.status = CellStatus::Invalid { reason };
         }
     }
+    cell.agents = report.agents.clone();
     cell.client = Some(client);
     cell.wall_s = t0.elapsed().as_secs_f64();
     cell
+}
+
+/// Why a cell's load failed: in this process, or in one of its agents.
+enum LoadFailure {
+    Here(String),
+    Agent(crate::topology::agent::AgentError),
+}
+
+/// Runs the cell's load in this process or over its agents.
+fn run_load(
+    job: &CellJob<'_>,
+    cfg: &LoadConfig,
+    window: &ServerWindow,
+) -> Result<LoadReport, LoadFailure> {
+    if job.clients.in_process() {
+        return crate::load::run_load_observed(cfg, job.stop, window)
+            .map_err(|e| LoadFailure::Here(e.to_string()));
+    }
+    let launches = job
+        .clients
+        .launches(cfg, cfg.target.port())
+        .map_err(|e| LoadFailure::Here(format!("{e:#}")))?;
+    crate::topology::agent::run_agents(cfg, &launches, job.stop, window, Default::default())
+        .map(|d| d.report)
+        .map_err(LoadFailure::Agent)
 }
 
 /// Error kinds that mean the server answered wrongly or not at all: a cell with any of

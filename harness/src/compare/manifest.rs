@@ -77,6 +77,7 @@ pub fn collect(
         git_commit: git_commit(),
         argv: std::env::args().collect(),
         memcpy: None,
+        topology: None,
     }
 }
 

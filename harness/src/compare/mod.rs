@@ -114,6 +114,10 @@ pub struct CompareArgs {
         allow_negative_numbers = true
     )]
     pub ready_timeout: f64,
+    /// Where the load comes from: this process (loopback), several agent processes
+    /// (--client-procs), or client network namespaces (--topology netns).
+    #[command(flatten)]
+    pub clients: crate::topology::ClientArgs,
 }
 
 /// Probes the libc copy slowdown and decides the servers' extra environment.
@@ -294,6 +298,38 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         }
     }
     crate::rlimit::raise_nofile_to_hard();
+    args.clients.validate()?;
+    if let (Some(e), crate::topology::Topology::Netns) = (externals.first(), args.clients.topology)
+    {
+        bail!(
+            "external server {} cannot run under --topology netns yet: externals are started \
+             in the root namespace and would be measured over loopback; run it with \
+             --topology loopback (the default)",
+            e.name
+        );
+    }
+    // Created once for the whole run; dropping it (at any return from here on, an error
+    // or a Ctrl-C included) removes the namespaces.
+    let netns = match args.clients.topology {
+        crate::topology::Topology::Netns => Some(crate::topology::netns::Netns::create(
+            args.clients.clients,
+            &crate::topology::netns::Shaping {
+                rate_bps: args.clients.link_rate,
+                delay: args.clients.link_delay.clone(),
+                loss: args.clients.link_loss.clone(),
+            },
+        )?),
+        crate::topology::Topology::Loopback => None,
+        crate::topology::Topology::Ssh => bail!(
+            "harness compare --topology ssh is not available yet: it needs the server started \
+             and measured on a server host; use harness load --topology ssh --client-hosts … \
+             against a server you start there"
+        ),
+    };
+    let client_side = crate::topology::ClientSide {
+        args: &args.clients,
+        netns: netns.as_ref(),
+    };
     let profile_plan = match &args.profile {
         Some(dir) => Some(crate::profile::plan_for_compare(
             &cells,
@@ -327,6 +363,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         state: RunState::Running,
         manifest: crate::results::Manifest {
             memcpy: Some(memcpy_check),
+            topology: (!client_side.in_process()).then(|| client_side.manifest()),
             ..manifest::collect(&sys, &server_cores, &client_cores, io_uring)
         },
         plan: Plan {
@@ -404,6 +441,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             client_cores: &client_cores,
             ready_timeout,
             server_env: &server_env,
+            clients: client_side,
             interrupted: &|| interrupted.load(Ordering::SeqCst),
             current_stop: &|s| *cell_stop.lock().unwrap_or_else(|p| p.into_inner()) = s,
         };
@@ -464,6 +502,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                     ready_timeout,
                     server_env: &server_env,
                     external: externals.iter().find(|e| &e.name == backend),
+                    clients: client_side,
                 };
                 let measured = cell::run(&job);
                 if let (true, crate::results::CellStatus::Unsupported { reason }) =

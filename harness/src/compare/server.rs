@@ -38,6 +38,9 @@ pub struct ServerSpec {
     pub cores: String,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Network namespace to run in (`--topology netns`): the server then listens on every
+    /// address of that namespace instead of 127.0.0.1.
+    pub netns: Option<String>,
 }
 
 /// A running server child.
@@ -60,7 +63,20 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the server and waits up to `ready_timeout` for its `READY` line.
     pub fn start(spec: &ServerSpec, ready_timeout: Duration) -> anyhow::Result<ServerProcess> {
-        let mut cmd = Command::new(&spec.exe);
+        // `ip netns exec` execs the server in place: the pid measured stays the server's.
+        let mut cmd = match &spec.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&spec.exe);
+                c
+            }
+            None => Command::new(&spec.exe),
+        };
+        let listen = if spec.netns.is_some() {
+            "0.0.0.0:0"
+        } else {
+            "127.0.0.1:0"
+        };
         let cgroup = CpuCgroup::create();
         let cgroup_fd = cgroup.as_ref().ok().map(CpuCgroup::procs_fd);
         // No server outlives its compare: should compare die (or leave at a second Ctrl-C),
@@ -89,7 +105,7 @@ impl ServerProcess {
             "--cores",
             &spec.cores,
             "--listen",
-            "127.0.0.1:0",
+            listen,
         ])
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())

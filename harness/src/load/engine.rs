@@ -67,6 +67,19 @@ pub fn run_load_observed(
     stop: &StopSignal,
     observer: &dyn WindowObserver,
 ) -> Result<LoadReport, LoadError> {
+    run_load_at(cfg, stop, observer, None)
+}
+
+/// Like [`run_load_observed`], with the measured clock starting no earlier than
+/// `start_at` (wall clock), once every connection is established: load agents on
+/// several processes or hosts start together this way. A start already past begins at
+/// once.
+pub fn run_load_at(
+    cfg: &LoadConfig,
+    stop: &StopSignal,
+    observer: &dyn WindowObserver,
+    start_at: Option<SystemTime>,
+) -> Result<LoadReport, LoadError> {
     cfg.validate()?;
     backend_api::runner::check_cores(&cfg.cores)
         .map_err(|e| LoadError::Config(format!("--cores: {e}")))?;
@@ -99,6 +112,7 @@ pub fn run_load_observed(
         observer,
         spread,
         nofile_limit,
+        start_at,
     })
 }
 
@@ -109,6 +123,7 @@ struct Run<'a> {
     observer: &'a dyn WindowObserver,
     spread: bool,
     nofile_limit: u64,
+    start_at: Option<SystemTime>,
 }
 
 impl Visit for Run<'_> {
@@ -121,6 +136,7 @@ impl Visit for Run<'_> {
             observer,
             spread,
             nofile_limit,
+            start_at: common_start,
         } = self;
         let threads = cfg.threads();
         // Internal failures fire `abort`, never the caller's `stop`, which may be shared
@@ -201,6 +217,15 @@ impl Visit for Run<'_> {
             abort.fire();
         }
         let establish_s = t_spawn.elapsed().as_secs_f64();
+        if let Some(at) = common_start {
+            // Waits in short steps so a stop during the wait is seen.
+            while let Ok(left) = at.duration_since(SystemTime::now()) {
+                if left.is_zero() || stop.is_fired() || abort.is_fired() {
+                    break;
+                }
+                std::thread::sleep(left.min(std::time::Duration::from_millis(5)));
+            }
+        }
         let start = Instant::now();
         let started_at_unix_s = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -23,7 +23,8 @@ pub enum LoadError {
     #[error(
         "this run needs about {needed} open files ({what}), but RLIMIT_NOFILE is {limit} even \
          after raising the soft limit to the hard limit; raise it (`ulimit -n {needed}` as root, \
-         or LimitNOFILE= for a service) or ask for fewer connections"
+         or LimitNOFILE= for a service), spread the connections over processes with \
+         --client-procs N, or ask for fewer connections"
     )]
     TooFewFiles {
         /// Descriptors the run needs.

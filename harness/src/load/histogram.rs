@@ -44,6 +44,13 @@ impl NsHistogram {
         let _ = self.0.add(&other.0);
     }
 
+    /// Adds every value of a decoded histogram (one of another process's reports).
+    pub fn add_hdr(&mut self, other: &Histogram<u64>) -> anyhow::Result<()> {
+        self.0
+            .add(other)
+            .map_err(|e| anyhow::anyhow!("adding histograms: {e:?}"))
+    }
+
     /// Values recorded.
     pub fn count(&self) -> u64 {
         self.0.len()

@@ -292,5 +292,6 @@ pub(super) fn merge(
         client,
         client_bound,
         flags,
+        agents: Vec::new(),
     }
 }

@@ -39,7 +39,9 @@ use clap::Args;
 
 pub use backend_api::StopSignal;
 pub use config::{LoadConfig, FD_MARGIN};
-pub use engine::{run_load, run_load_observed, run_load_until, WindowObserver, ENGINE};
+pub use engine::{
+    run_load, run_load_at, run_load_observed, run_load_until, WindowObserver, ENGINE,
+};
 pub use error::{errno_name, ClientError, LoadError};
 pub use histogram::{fmt_ns, LatencySummary, NsHistogram, SerializedHistogram, HDR_ENCODING};
 pub use json::{read_report, write_report};
@@ -58,7 +60,9 @@ pub use workloads::Workload;
 /// Options of `harness load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Server to load: IP:PORT or HOST:PORT.
+    /// Server to load: IP:PORT or HOST:PORT. With --client-procs, a comma-separated list
+    /// spreads the agents over several servers (agent i loads server i modulo the list),
+    /// e.g. server processes that cannot each hold every connection.
     #[arg(long)]
     pub target: String,
     /// Traffic.
@@ -123,6 +127,9 @@ pub struct LoadArgs {
     #[arg(long, default_value = "2", allow_negative_numbers = true,
           value_parser = crate::duration::parse_secs)]
     pub drain: f64,
+    /// Where the load comes from: this process, or several agent processes.
+    #[command(flatten)]
+    pub clients: crate::topology::ClientArgs,
 }
 
 fn secs(flag: &str, v: f64) -> anyhow::Result<Duration> {
@@ -152,7 +159,8 @@ fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
 impl LoadArgs {
     /// The config these options describe, with per-workload defaults filled in.
     pub fn to_config(&self) -> anyhow::Result<LoadConfig> {
-        let target = resolve(&self.target)?;
+        let first = self.target.split(',').next().unwrap_or_default().trim();
+        let target = resolve(first)?;
         let w = self.workload;
         let mut spec = WorkloadSpec::new(w);
         if let Some(n) = self.connections {
@@ -187,7 +195,7 @@ impl LoadArgs {
         }
         spec.requests = self.requests;
         let mut cfg = LoadConfig::of(target, spec);
-        cfg.host = self.host.clone().unwrap_or_else(|| self.target.clone());
+        cfg.host = self.host.clone().unwrap_or_else(|| first.to_string());
         cfg.path = self.path.clone();
         cfg.connect_timeout = secs("connect-timeout", self.connect_timeout)?;
         cfg.drain_timeout = secs("drain", self.drain)?;
@@ -197,6 +205,62 @@ impl LoadArgs {
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// Runs the load in this process, or over `--client-procs` agent processes.
+fn run_distributed_or_here(
+    args: &LoadArgs,
+    cfg: &LoadConfig,
+    stop: &StopSignal,
+) -> anyhow::Result<LoadReport> {
+    let clients = &args.clients;
+    clients.validate()?;
+    let targets: Vec<&str> = args.target.split(',').map(str::trim).collect();
+    if clients.in_process() {
+        anyhow::ensure!(
+            targets.len() == 1,
+            "--target {}: several servers need several client processes (--client-procs)",
+            args.target
+        );
+        return Ok(run_load_until(cfg, stop)?);
+    }
+    use crate::topology::Topology;
+    let mut launches = match clients.topology {
+        Topology::Loopback => crate::topology::local_launches(cfg, clients.client_procs)?,
+        Topology::Ssh => crate::topology::ssh_launches(cfg, clients)?,
+        Topology::Netns => anyhow::bail!(
+            "harness load runs against a server it does not start: --topology netns applies \
+             to harness compare (use --client-procs or --topology ssh here)"
+        ),
+    };
+    if targets.len() > 1 {
+        for (i, l) in launches.iter_mut().enumerate() {
+            let t = targets[i % targets.len()];
+            l.config.target = resolve(t)?;
+            if args.host.is_none() {
+                l.config.host = t.to_string();
+            }
+        }
+    }
+    struct Quiet;
+    impl WindowObserver for Quiet {
+        fn window_start(&self) {}
+        fn window_end(&self) {}
+    }
+    let d = crate::topology::agent::run_agents(cfg, &launches, stop, &Quiet, Default::default())?;
+    if !crate::cli::quiet() {
+        for a in &d.agents {
+            eprintln!(
+                "  agent       {}: pid {}, {} connections ({} established), {} completed",
+                a.label,
+                a.host.pid,
+                a.connections + a.idle,
+                a.established,
+                a.completed
+            );
+        }
+    }
+    Ok(d.report)
 }
 
 /// Runs `harness load`: prints the summary, writes `--json` if asked. SIGINT or SIGTERM
@@ -227,7 +291,7 @@ pub fn run(args: LoadArgs) -> anyhow::Result<()> {
             })
             .context("spawning the signal thread")?
     };
-    let result = run_load_until(&cfg, &stop);
+    let result = run_distributed_or_here(&args, &cfg, &stop);
     handle.close();
     let _ = watcher.join();
     let report = result?;

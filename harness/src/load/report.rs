@@ -76,6 +76,10 @@ pub struct LoadReport {
     pub client_bound: bool,
     /// Everything that makes these numbers doubtful, each with a message.
     pub flags: Vec<Flag>,
+    /// Under several load agents (`--client-procs`, `--topology netns`): each one's part,
+    /// whose counts sum to this report's. Empty for a run in one process.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<crate::topology::agent::AgentRecord>,
 }
 
 /// The run's parameters, as used.
@@ -279,7 +283,7 @@ pub struct ClientCost {
 pub struct Flag {
     /// Stable code: `client_bound`, `rate_not_met`, `schedule_lag`,
     /// `connections_missing`, `errors`, `unanswered`, `interrupted`, `no_source_spread`,
-    /// `few_requests`.
+    /// `few_requests`, `agents_start_skew` (load agents started apart).
     pub code: String,
     /// What happened and what it means.
     pub message: String,

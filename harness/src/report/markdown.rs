@@ -137,6 +137,11 @@ fn header(md: &mut String, r: &ResultsFile) {
             e.command
         );
     }
+    let _ = writeln!(
+        md,
+        "Topology: {}.",
+        topology_line(r.manifest.topology.as_ref())
+    );
     if !r.plan.skipped_backends.is_empty() {
         let skipped: Vec<String> = r
             .plan
@@ -205,6 +210,35 @@ fn calibration(md: &mut String, r: &ResultsFile) {
         );
     }
     md.push('\n');
+}
+
+/// "netns: server in rs-1-srv, 2 client namespaces, 1 agent process each; links tbf …".
+fn topology_line(t: Option<&crate::results::TopologyManifest>) -> String {
+    let Some(t) = t else {
+        return "loopback, load generated in the harness process".to_string();
+    };
+    let procs = |n: usize| format!("{n} agent process{}", if n == 1 { "" } else { "es" });
+    let mut line = match t.topology {
+        crate::topology::Topology::Loopback | crate::topology::Topology::Ssh => {
+            format!("{}, {}", t.topology.as_str(), procs(t.client_procs))
+        }
+        crate::topology::Topology::Netns => format!(
+            "netns: server in {}, {} client namespace{} ({}), {} each",
+            t.server_namespace.as_deref().unwrap_or("?"),
+            t.client_namespaces.len(),
+            if t.client_namespaces.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            t.client_namespaces.join(", "),
+            procs(t.client_procs)
+        ),
+    };
+    if let Some(link) = &t.link {
+        line.push_str(&format!("; every veth link shaped: {link}"));
+    }
+    line
 }
 
 fn environment(md: &mut String, r: &ResultsFile) {

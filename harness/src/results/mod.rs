@@ -180,6 +180,30 @@ pub struct Manifest {
     /// it. Absent in files written before it existed.
     #[serde(default)]
     pub memcpy: Option<MemcpyCheck>,
+    /// Where the server and the load ran (`--topology`, `--client-procs`). Absent in files
+    /// written before it existed, which ran on loopback from one client process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<TopologyManifest>,
+}
+
+/// Where the server and the load generators of a run ran.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TopologyManifest {
+    /// `loopback` or `netns`.
+    pub topology: crate::topology::Topology,
+    /// Load agent processes per client (host or namespace); 1 under loopback means the
+    /// load ran in the harness process.
+    pub client_procs: usize,
+    /// The server's namespace (netns).
+    #[serde(default)]
+    pub server_namespace: Option<String>,
+    /// The client namespaces (netns).
+    #[serde(default)]
+    pub client_namespaces: Vec<String>,
+    /// Link shaping on every veth end, as given to tc ("tbf rate 100000000bit"); None when
+    /// the links were not shaped.
+    #[serde(default)]
+    pub link: Option<String>,
 }
 
 /// How this machine's libc copies 16 KiB at an unlucky and a harmless distance, and the
@@ -232,6 +256,9 @@ pub struct Cell {
     /// a built-in backend: its `backend` names the external server.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub external: bool,
+    /// Under several load agents: each one's part of `client`, whose counts sum to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agents: Vec<crate::topology::agent::AgentRecord>,
 }
 
 /// How a cell ended.

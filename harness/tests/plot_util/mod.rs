@@ -204,6 +204,7 @@ impl Builder {
                 server: None,
                 ledger: None,
                 external: false,
+                agents: Vec::new(),
             });
             return;
         }
@@ -330,6 +331,7 @@ impl Builder {
             server: Some(server),
             ledger: None,
             external: false,
+            agents: Vec::new(),
         });
     }
 }
@@ -565,6 +567,7 @@ pub fn fixture() -> ResultsFile {
                     "glibc.cpu.x86_rep_movsb_threshold=2147483647".to_string(),
                 ),
             }),
+            topology: None,
         },
         plan: Plan {
             suite: "fixture.toml".to_string(),
