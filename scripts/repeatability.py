@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Repeat-to-repeat spread of a compare run, the old way beside the new way.
 
-For every cell shape (group, backend, offered rate) with at least 3 ok repeats it takes
+For every cell shape (group, backend, offered rate, connections, depth, size, idle) with at least 3 ok repeats it takes
 the coefficient of variation (sample sd / mean) and the relative width of a 95% bootstrap
 interval of the median, for
   - req/s,
@@ -53,7 +53,9 @@ def main(paths):
             if not status_ok(c) or not c.get("client") or not c.get("server"):
                 continue
             w = c["workload"]
-            key = (c["group"], c["backend"], w.get("rate"))
+            # A group may hold several shapes (echo-64B at 64 and 256 connections).
+            key = (c["group"], c["backend"], w.get("rate"), w.get("connections"),
+                   w.get("depth"), w.get("size"), w.get("idle"))
             shapes[key].append(c)
             l = c.get("ledger") or {}
             s = c["server"]
@@ -61,7 +63,7 @@ def main(paths):
             if tc and ns and "cgroup" in l.get("server_cpu_method", ""):
                 slope.append((s["ctx_voluntary"] + s["ctx_involuntary"], ns - tc, w.get("rate") is not None))
         rows = {True: defaultdict(list), False: defaultdict(list)}
-        for (g, b, rate), cells in shapes.items():
+        for (g, b, rate, *_), cells in shapes.items():
             if len(cells) < 3:
                 continue
             fixed = rate is not None

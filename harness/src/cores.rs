@@ -58,6 +58,35 @@ fn parse_one(n: &str, whole: &str) -> anyhow::Result<usize> {
     Ok(c)
 }
 
+/// The affinity mask of `cores`, built before a fork so the child only installs it.
+pub fn cpu_set(cores: &[usize]) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain bits, valid all-zero; CPU_ZERO and CPU_SET write inside
+    // the set they are given, and CPU_SET ignores a core beyond the set's size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        for &c in cores {
+            libc::CPU_SET(c, &mut set);
+        }
+        set
+    }
+}
+
+/// Restricts the calling thread (and the threads and children it creates from now on) to
+/// `cores`.
+pub fn pin_current_thread(cores: &[usize]) -> anyhow::Result<()> {
+    let set = cpu_set(cores);
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } == -1 {
+        bail!(
+            "pinning to cores {} failed: {}; check they are online and allowed (taskset -p $$)",
+            format_core_list(cores),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
 /// Formats a core list compactly (`0-3,6`).
 pub fn format_core_list(cores: &[usize]) -> String {
     let mut out: Vec<String> = Vec::new();

@@ -59,8 +59,6 @@ struct Edge {
 struct LedgerEdge {
     at: Instant,
     cores: Option<std::collections::BTreeMap<usize, cost::CoreTicks>>,
-    /// This process (the load generator): schedstat over its threads.
-    client_ns: Option<u64>,
     /// The server's cgroup: every task that ever ran in it.
     server_cgroup_ns: Option<u64>,
     /// The server tree's live tasks by schedstat.
@@ -72,7 +70,6 @@ struct LedgerEdge {
 impl WindowObserver for ServerWindow {
     fn window_start(&self) {
         let cores = cost::core_ticks().ok();
-        let client_ns = cost::schedstat_ns(std::process::id()).ok();
         let server_sched_ns = cost::schedstat_ns(self.pid).ok();
         let server_cgroup_ns = self.cgroup.as_ref().and_then(|g| g.read_ns().ok());
         if let Some(c) = &self.clock {
@@ -89,7 +86,6 @@ impl WindowObserver for ServerWindow {
             ledger: LedgerEdge {
                 at: Instant::now(),
                 cores,
-                client_ns,
                 server_cgroup_ns,
                 server_sched_ns,
                 server_clock_ns: None,
@@ -104,7 +100,6 @@ impl WindowObserver for ServerWindow {
         let at = Instant::now();
         let server_cgroup_ns = self.cgroup.as_ref().and_then(|g| g.read_ns().ok());
         let server_sched_ns = cost::schedstat_ns(self.pid).ok();
-        let client_ns = cost::schedstat_ns(std::process::id()).ok();
         let cores = cost::core_ticks().ok();
         *self.end.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
             proc,
@@ -113,7 +108,6 @@ impl WindowObserver for ServerWindow {
             ledger: LedgerEdge {
                 at,
                 cores,
-                client_ns,
                 server_cgroup_ns,
                 server_sched_ns,
                 server_clock_ns,
@@ -122,15 +116,17 @@ impl WindowObserver for ServerWindow {
     }
 }
 
-/// The cell's cost ledger from the readings at the window's two edges; `agents_cpu_ns` is
-/// the client CPU when load agents generated the load (what they measured of their own
-/// threads over their windows: their threads end with their windows, so reading them here
-/// at the closing edge would miss them).
+/// The cell's cost ledger from the readings at the window's two edges; `generator_cpu_ns`
+/// is the client CPU: what the load generator's threads (in this process or in agents)
+/// measured of themselves over their windows, by getrusage(RUSAGE_THREAD), whose user +
+/// system sums to the scheduler's nanosecond runtime. Their threads end with their
+/// windows, so reading them here at the closing edge would miss them; and the
+/// coordinator's own threads are not the generator's cost.
 fn ledger(
     e0: &LedgerEdge,
     e1: &LedgerEdge,
     cgroup_method: Option<&'static str>,
-    agents_cpu_ns: Option<u64>,
+    generator_cpu_ns: u64,
     clock_absent: Option<&str>,
     requests: f64,
     job: &CellJob<'_>,
@@ -168,11 +164,7 @@ fn ledger(
             )),
         ),
     };
-    let client_cpu_ns = agents_cpu_ns.or_else(|| {
-        e0.client_ns
-            .zip(e1.client_ns)
-            .map(|(a, b)| b.saturating_sub(a))
-    });
+    let client_cpu_ns = Some(generator_cpu_ns);
     let (server, client) = match (&e0.cores, &e1.cores) {
         (Some(a), Some(b)) => (
             cost::core_usage(a, b, server_cores),
@@ -392,13 +384,13 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         .take();
     let end = window.end.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let (Some(e0), Some(e1)) = (start, end) {
-        let agents_cpu_ns = (!report.agents.is_empty())
-            .then_some(((report.client.user_s + report.client.system_s) * 1e9) as u64);
+        let generator_cpu_ns =
+            ((report.client.user_s + report.client.system_s) * 1e9).round() as u64;
         cell.ledger = Some(ledger(
             &e0.ledger,
             &e1.ledger,
             cgroup_method,
-            agents_cpu_ns,
+            generator_cpu_ns,
             clock_absent.as_deref(),
             requests,
             job,

@@ -431,6 +431,11 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
     }
     eprintln!("writing results to {}", path.display());
 
+    // From here nothing of the harness runs on the server cores: its threads (the load
+    // generator's and the coordinator's own) and its agents stay on the client cores, and
+    // each server is given its own cores when it starts. (Not earlier: the profiler plans
+    // from the whole mask.)
+    crate::cores::pin_current_thread(&client_cores).context("pinning compare to --client-cores")?;
     let exe = std::env::current_exe().context("locating the harness executable")?;
     if cells.iter().any(|c| c.ladder.is_some()) {
         let cx = calibrate::Context {
@@ -541,6 +546,9 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         render_plots(&results, &path);
     }
     if let (Some(plan), false) = (&profile_plan, was_interrupted) {
+        // The profiler places its server and load itself, from the cores compare started
+        // with.
+        crate::cores::pin_current_thread(&usable).context("restoring compare's CPU mask")?;
         crate::profile::after_compare(plan, &builtin, &server_env)?;
     }
     if was_interrupted {

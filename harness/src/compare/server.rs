@@ -79,14 +79,22 @@ impl ServerProcess {
         };
         let cgroup = CpuCgroup::create();
         let cgroup_fd = cgroup.as_ref().ok().map(CpuCgroup::procs_fd);
+        // The whole server process on its cores: compare itself runs on the client cores,
+        // and a child would inherit that mask.
+        let set = crate::cores::cpu_set(
+            &crate::cores::parse_core_list(&spec.cores).context("the server's core list")?,
+        );
         // No server outlives its compare: should compare die (or leave at a second Ctrl-C),
         // the kernel kills the server instead of leaving it on its cores.
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl
-        // and one write(2) to an inherited descriptor, both async-signal-safe, allocating
-        // nothing.
+        // SAFETY: the closure runs in the forked child before exec and only calls prctl,
+        // sched_setaffinity and one write(2) to an inherited descriptor, all
+        // async-signal-safe, allocating nothing; `set` is a plain value copied in.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1
+                    || libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+                        == -1
+                {
                     return Err(std::io::Error::last_os_error());
                 }
                 // Joined before exec, so every task the server ever creates is counted.
@@ -265,15 +273,7 @@ impl ServerProcess {
         let argv = ext
             .argv(addr, &list)
             .map_err(|e| failed(format!("{e:#}"), String::new()))?;
-        // SAFETY: CPU_ZERO and CPU_SET write inside the cpu_set_t they are given.
-        let set = unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_ZERO(&mut set);
-            for &c in cores {
-                libc::CPU_SET(c, &mut set);
-            }
-            set
-        };
+        let set = crate::cores::cpu_set(cores);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .envs(env.iter().map(|(k, v)| (k, v)))

@@ -620,12 +620,20 @@ fn draw_legend<DB: DrawingBackend>(
                 st.color.filled(),
             ))?;
         }
-        area.draw(&Text::new(
-            crate::analysis::label(name, fig.externals.contains(name)),
-            (text_x, cy - px(8.0)),
-            font(15.0, s, INK),
-        ))?;
-        y += row;
+        // A composed name (uring+single+defer+…) breaks before a `+` to stay in the
+        // legend; each further line drops by a text line.
+        let name_font = font(15.0, s, INK);
+        let label = crate::analysis::label(name, fig.externals.contains(name));
+        let width = f64::from(w) - f64::from(text_x) - 8.0 * s;
+        let lines = wrap(area, &label.replace('+', " +"), width, &name_font);
+        for (i, line) in lines.iter().enumerate() {
+            area.draw(&Text::new(
+                line.replace(" +", "+"),
+                (text_x, cy - px(8.0) + i as i32 * px(18.0)),
+                name_font.clone(),
+            ))?;
+        }
+        y += row + lines.len().saturating_sub(1) as i32 * px(18.0);
     }
     y += px(10.0);
     let key_font = font(12.5, s, INK);

@@ -37,8 +37,9 @@ pub struct CostLedger {
     pub server_cpu_absent: Option<String>,
     /// `server_cpu_ns` per completed request, µs.
     pub server_cpu_us_per_req: Option<f64>,
-    /// On-CPU nanoseconds of the load generator's process (every thread: the client
-    /// threads and the harness's few helpers), from schedstat.
+    /// On-CPU nanoseconds of the load generator's threads (in the harness or in its
+    /// agents), each over its own measured window, by getrusage(RUSAGE_THREAD): its user +
+    /// system sums to the scheduler's runtime. The coordinator's threads are left out.
     pub client_cpu_ns: Option<u64>,
     /// `client_cpu_ns` per completed request, µs.
     pub client_cpu_us_per_req: Option<f64>,
