@@ -356,3 +356,50 @@ fn compare_over_ssh_without_server_host_names_the_flag() {
         "nothing written"
     );
 }
+
+#[test]
+fn compare_over_ssh_calibrates_a_ladder_through_the_remote_server() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = start_sshd(dir.path());
+    let suite = dir.path().join("ladder.toml");
+    std::fs::write(
+        &suite,
+        "name = \"ladder\"\nrepeats = 1\nduration = 0.4\nwarmup = 0.1\n[[block]]\n\
+         group = \"echo-fixed\"\nworkload = \"echo\"\nconnections = 4\nladder = [0.3]\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let suite = suite.to_str().unwrap();
+    let ran = run_bounded(
+        &mut compare_over_ssh(&sshd, &out, &["--suite", suite]),
+        Duration::from_secs(120),
+    );
+    assert!(ran.status.success(), "{}", ran.stderr);
+    let r = results_in(&out);
+    let cal = &r.plan.calibration;
+    assert_eq!(cal.len(), 1, "{cal:?}");
+    assert!(
+        cal[0].ceilings.get("epoll-et").is_some_and(|&c| c > 0.0),
+        "{cal:?}"
+    );
+    assert_eq!(r.cells.len(), 1);
+    let c = &r.cells[0];
+    assert_eq!(c.status, CellStatus::Ok, "{}", ran.stderr);
+    assert!(c
+        .ledger
+        .as_ref()
+        .unwrap()
+        .server_cpu_method
+        .starts_with("remote "));
+    assert!(c
+        .client
+        .as_ref()
+        .unwrap()
+        .target_rate
+        .is_some_and(|t| t > 0.0));
+    assert!(c.server_host.is_some());
+    assert_no_harness_left();
+    drop(sshd);
+}
