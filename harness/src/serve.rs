@@ -3,6 +3,9 @@
 //! The contract with whoever starts it (a user, `harness compare`, a script): exactly one
 //! line `READY <bound address>` on stdout once every shard listens; on SIGINT, SIGTERM or
 //! end of stdin it stops, prints the summed `ShardStats` as one JSON line, exits 0.
+//!
+//! With `--ledger-stdin` (how `compare --topology ssh` runs it on a server host) it also
+//! measures itself: see [`crate::compare::remote`].
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -42,8 +45,15 @@ pub struct ServeArgs {
     pub max_pending_output: usize,
     /// Keep serving when stdin closes (for running in the background with stdin at
     /// /dev/null); stop with SIGINT or SIGTERM only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ledger_stdin")]
     pub ignore_stdin: bool,
+    /// Measure this process for a coordinator on another host: join a cgroup of its own
+    /// (else fall back to schedstat), count its syscalls and task-clock where perf allows,
+    /// and answer each `mark N` line on stdin with one line `LEDGER {json}` (its CPU ns,
+    /// /proc/stat of every core, /proc/self/stat, host facts, wall clock). `stop` or the
+    /// end of stdin stops the server.
+    #[arg(long)]
+    pub ledger_stdin: bool,
 }
 
 /// Runs `harness serve`.
@@ -85,6 +95,10 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         signal_hook::consts::SIGTERM,
     ])
     .context("installing SIGINT/SIGTERM handlers")?;
+    // Before the backend starts a thread, so each of them is in the group from its start.
+    let meter = args
+        .ledger_stdin
+        .then(crate::compare::remote::SelfMeter::enter);
     if let Some(w) = crate::memcpy::unfixed_warning() {
         eprintln!("warning: {w}");
     }
@@ -93,6 +107,11 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(w) = server.backlog().warning() {
         eprintln!("warning: {w}");
     }
+    // Every shard thread exists now: each gets its own counter, later threads inherit.
+    let meter = std::sync::Arc::new(std::sync::Mutex::new(meter.map(|mut m| {
+        m.open_counters();
+        m
+    })));
     let stop = server.stop_signal();
     {
         let stop = stop.clone();
@@ -105,7 +124,17 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             })
             .context("spawning the signal thread")?;
     }
-    if !args.ignore_stdin {
+    if args.ledger_stdin {
+        let stop = stop.clone();
+        let meter = std::sync::Arc::clone(&meter);
+        std::thread::Builder::new()
+            .name("serve-ledger".into())
+            .spawn(move || {
+                crate::compare::remote::answer_marks(std::io::stdin().lock(), &meter);
+                stop.fire();
+            })
+            .context("spawning the ledger thread")?;
+    } else if !args.ignore_stdin {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("serve-stdin".into())
@@ -126,6 +155,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let report = server
         .join()
         .with_context(|| format!("backend {} failed", args.backend))?;
+    // Out of its own cgroup, which is then removed.
+    drop(meter.lock().unwrap_or_else(|p| p.into_inner()).take());
     let mut out = std::io::stdout().lock();
     serde_json::to_writer(&mut out, &report)?;
     writeln!(out)?;

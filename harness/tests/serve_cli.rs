@@ -165,3 +165,84 @@ fn a_second_server_on_a_served_port_refuses_to_start() {
     let stats: serde_json::Value = serde_json::from_str(rest.trim()).expect("JSON counters");
     assert_eq!(stats["total"]["accepted"], 16, "{stats}");
 }
+
+/// `--ledger-stdin`: each `mark N` is answered with one `LEDGER` line of the server's own
+/// counters (rising between marks that a load separates), and `stop` stops it with its
+/// stats line, as the end of stdin does. Every read has a deadline.
+#[test]
+fn ledger_stdin_answers_marks_with_its_own_counters() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["serve", "--backend", "epoll-et", "--service", "echo"])
+        .args(["--listen", "127.0.0.1:0", "--ledger-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("harness serve starts");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let next = || {
+        lines
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a line from serve within 10 s")
+    };
+    let ready = next();
+    let addr = ready
+        .strip_prefix("READY ")
+        .expect("READY first")
+        .to_string();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut mark = |n: u64| -> serde_json::Value {
+        writeln!(stdin, "mark {n}").unwrap();
+        stdin.flush().unwrap();
+        let line = next();
+        let json = line.strip_prefix("LEDGER ").expect("a LEDGER answer");
+        serde_json::from_str(json).expect("LEDGER carries JSON")
+    };
+    let a = mark(1);
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..200 {
+        c.write_all(&[7u8; 64]).unwrap();
+        let mut back = [0u8; 64];
+        c.read_exact(&mut back).unwrap();
+    }
+    let b = mark(2);
+    assert_eq!((a["seq"].as_u64(), b["seq"].as_u64()), (Some(1), Some(2)));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_eq!(b["host"]["kernel"], kernel.trim());
+    assert_eq!(b["host"]["pid"].as_u64(), Some(u64::from(child.id())));
+    assert!(b["unix_ns"].as_u64() > a["unix_ns"].as_u64());
+    // Whichever CPU count the host allows, it rose over 200 echoes.
+    let cpu = |v: &serde_json::Value| v["cgroup_ns"].as_u64().or(v["schedstat_ns"].as_u64());
+    assert!(cpu(&b) > cpu(&a), "{a}\n{b}");
+    assert!(b["cores"].as_object().is_some_and(|c| !c.is_empty()));
+    if let (Some(x), Some(y)) = (a["syscalls"].as_u64(), b["syscalls"].as_u64()) {
+        assert!(y >= x + 200, "at least a read per echo: {x} -> {y}");
+    }
+    drop(c);
+    writeln!(stdin, "stop").unwrap();
+    stdin.flush().unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&next()).expect("stats line");
+    assert_eq!(stats["total"]["bytes_in"], 200 * 64);
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "serve exits after stop"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success());
+    drop(stdin);
+}

@@ -6,11 +6,14 @@
 //! These need root and iproute2 (`ip`, `tc`); CI runs as root. Elsewhere they fail with
 //! that reason rather than skip.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod util;
 
-use harness::results::{read_results, CellStatus, ResultsFile};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use harness::results::CellStatus;
+use util::run::{eventually, results_in, run_bounded, wait_with_timeout};
 
 /// One test at a time: they share the host's namespace list, and the box is small.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -32,35 +35,6 @@ fn require_root() -> std::sync::MutexGuard<'static, ()> {
 }
 
 /// What a bounded run of a command left.
-struct Ran {
-    pid: u32,
-    status: std::process::ExitStatus,
-    stderr: String,
-}
-
-/// Runs `cmd` to its end, killing it past `timeout`.
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Ran {
-    let mut child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let mut pipe = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut pipe, &mut s);
-        s
-    });
-    let status = wait_with_timeout(&mut child, timeout);
-    Ran {
-        pid,
-        status,
-        stderr: reader.join().unwrap(),
-    }
-}
-
-/// Scaled-down cells: the point is the plumbing, not the figures.
 fn compare(out: &Path, tag: &str, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
     cmd.args(["compare", "--quick", "--backends", "epoll-et", "--no-plots"])
@@ -71,16 +45,6 @@ fn compare(out: &Path, tag: &str, extra: &[&str]) -> Command {
         .env("RINGSIDE_TEST_TAG", tag)
         .stdin(Stdio::null());
     cmd
-}
-
-fn results_in(dir: &Path) -> ResultsFile {
-    let json: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .collect();
-    assert_eq!(json.len(), 1, "one results file: {json:?}");
-    read_results(&json[0]).unwrap()
 }
 
 fn namespaces_of(pid: u32) -> Vec<String> {
@@ -116,14 +80,6 @@ fn tagged_processes(tag: &str) -> Vec<u32> {
 }
 
 /// Waits (bounded) until `f` holds.
-fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < timeout, "{what} within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn assert_nothing_left(pid: u32, tag: &str, out: &Path) {
     assert_eq!(namespaces_of(pid), Vec::<String>::new(), "namespaces left");
     assert_eq!(links_of(pid), Vec::<String>::new(), "veths left");
@@ -136,20 +92,6 @@ fn assert_nothing_left(pid: u32, tag: &str, out: &Path) {
         .filter(|n| n.contains(".tmp"))
         .collect();
     assert!(stray.is_empty(), "temporary files left: {stray:?}");
-}
-
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let t0 = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if t0.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("compare did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn tag(name: &str) -> String {

@@ -1,4 +1,6 @@
 //! One cell: start the server, measure its cost over the load's measured window, stop it.
+//! Who reads the server at the window's edges (here, or the server on its own host) is
+//! [`super::window`]'s.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -6,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use backend_api::StopSignal;
 
-use super::cost::{self, CpuClock, ProcSnapshot, SyscallCounter};
+use super::cost;
 use super::server::{ServerProcess, ServerSpec, StartFailed};
 use super::suite::PlannedCell;
-use crate::load::{LoadConfig, LoadReport, WindowObserver, FD_MARGIN};
+use super::window::{local_site, remote_site, LedgerEdge, Meter, ServerWindow, Site};
+use crate::load::{LoadConfig, LoadReport, FD_MARGIN};
 use crate::results::{Cell, CellStatus, ClientMeasure, CostLedger, Percentiles, ServerCost};
 
 /// How long a server may take to stop after its stdin closes.
@@ -33,87 +36,14 @@ pub struct CellJob<'a> {
     pub clients: crate::topology::ClientSide<'a>,
 }
 
-/// Takes the server's snapshots at the edges of the measured window.
-struct ServerWindow {
-    pid: u32,
-    cgroup: Option<super::cgroup::Usage>,
-    counter: Option<SyscallCounter>,
-    clock: Option<CpuClock>,
-    start: Mutex<Option<Edge>>,
-    end: Mutex<Option<Edge>>,
-}
-
-/// The server as seen at one edge of the measured window.
-struct Edge {
-    proc: ProcSnapshot,
-    /// Syscalls counted since the window opened (closing edge only).
-    syscalls: Option<u64>,
-    /// System-wide kernel memory.
-    kmem: cost::KernelMem,
-    /// The ledger's readings.
-    ledger: LedgerEdge,
-}
-
-/// The cost ledger's readings at one edge, taken in mirror order at the two edges so the
-/// window they span is the same for each.
-struct LedgerEdge {
-    at: Instant,
-    cores: Option<std::collections::BTreeMap<usize, cost::CoreTicks>>,
-    /// The server's cgroup: every task that ever ran in it.
-    server_cgroup_ns: Option<u64>,
-    /// The server tree's live tasks by schedstat.
-    server_sched_ns: Option<u64>,
-    /// The server tree by task-clock since the window opened (closing edge only).
-    server_clock_ns: Option<u64>,
-}
-
-impl WindowObserver for ServerWindow {
-    fn window_start(&self) {
-        let cores = cost::core_ticks().ok();
-        let server_sched_ns = cost::schedstat_ns(self.pid).ok();
-        let server_cgroup_ns = self.cgroup.as_ref().and_then(|g| g.read_ns().ok());
-        if let Some(c) = &self.clock {
-            let _ = c.start();
-        }
-        if let Some(c) = &self.counter {
-            let _ = c.start();
-        }
-        let snap = cost::snapshot(self.pid).ok();
-        *self.start.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
-            proc,
-            syscalls: None,
-            kmem: cost::kernel_mem(),
-            ledger: LedgerEdge {
-                at: Instant::now(),
-                cores,
-                server_cgroup_ns,
-                server_sched_ns,
-                server_clock_ns: None,
-            },
-        });
-    }
-
-    fn window_end(&self) {
-        let snap = cost::snapshot(self.pid).ok();
-        let syscalls = self.counter.as_ref().and_then(|c| c.stop().ok());
-        let server_clock_ns = self.clock.as_ref().and_then(|c| c.stop().ok());
-        let at = Instant::now();
-        let server_cgroup_ns = self.cgroup.as_ref().and_then(|g| g.read_ns().ok());
-        let server_sched_ns = cost::schedstat_ns(self.pid).ok();
-        let cores = cost::core_ticks().ok();
-        *self.end.lock().unwrap_or_else(|p| p.into_inner()) = snap.map(|proc| Edge {
-            proc,
-            syscalls,
-            kmem: cost::kernel_mem(),
-            ledger: LedgerEdge {
-                at,
-                cores,
-                server_cgroup_ns,
-                server_sched_ns,
-                server_clock_ns,
-            },
-        });
-    }
+/// How the server's CPU time was counted, for the ledger's method line.
+struct Counted<'a> {
+    /// The cgroup's method, if the server had one.
+    cgroup_method: Option<&'a str>,
+    /// Why perf's task-clock could not be read.
+    clock_absent: Option<&'a str>,
+    /// The server host, when the readings were taken there.
+    remote: bool,
 }
 
 /// The cell's cost ledger from the readings at the window's two edges; `generator_cpu_ns`
@@ -125,24 +55,29 @@ impl WindowObserver for ServerWindow {
 fn ledger(
     e0: &LedgerEdge,
     e1: &LedgerEdge,
-    cgroup_method: Option<&'static str>,
+    counted: &Counted<'_>,
     generator_cpu_ns: u64,
-    clock_absent: Option<&str>,
     requests: f64,
     job: &CellJob<'_>,
 ) -> CostLedger {
     let (server_cores, client_cores) = (job.server_cores, job.client_cores);
-    let window_s = e1.at.saturating_duration_since(e0.at).as_secs_f64();
+    let (cgroup_method, clock_absent) = (counted.cgroup_method, counted.clock_absent);
     let delta = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| b.saturating_sub(a));
+    // A remote server's window is its own two readings, by its own clock.
+    let window_s = match delta(e0.server_unix_ns, e1.server_unix_ns) {
+        Some(ns) => ns as f64 / 1e9,
+        None => e1.at.saturating_duration_since(e0.at).as_secs_f64(),
+    };
     let sched = delta(e0.server_sched_ns, e1.server_sched_ns);
     let cgroup = delta(e0.server_cgroup_ns, e1.server_cgroup_ns);
+    let clock = delta(e0.server_clock_ns, e1.server_clock_ns);
     // The cgroup counts every task that ever ran in it, exited ones included, by the
     // scheduler's own runtime: nothing to reconcile. Without one, each fallback misses
     // something: schedstat leaves out tasks that exited inside the window (a
     // thread-per-connection server under churn), perf's task-clock reads below the
     // scheduler's runtime when a server sleeps between requests (see `CpuClock`). The
     // larger of the two is then the better lower bound, and the method says which it was.
-    let (server_cpu_ns, method, absent) = match (cgroup, e1.server_clock_ns, sched) {
+    let (server_cpu_ns, method, absent) = match (cgroup, clock, sched) {
         (Some(ns), _, _) => (Some(ns), cgroup_method.unwrap_or("cgroup"), None),
         (None, Some(clock), Some(sched)) if clock > sched => (
             Some(clock),
@@ -165,12 +100,16 @@ fn ledger(
         ),
     };
     let client_cpu_ns = Some(generator_cpu_ns);
-    let (server, client) = match (&e0.cores, &e1.cores) {
-        (Some(a), Some(b)) => (
-            cost::core_usage(a, b, server_cores),
-            cost::core_usage(a, b, client_cores),
-        ),
-        _ => (Vec::new(), Vec::new()),
+    let usage = |a: &Option<_>, b: &Option<_>, cores: &[usize]| match (a, b) {
+        (Some(a), Some(b)) => cost::core_usage(a, b, cores),
+        _ => Vec::new(),
+    };
+    let server = usage(&e0.server_host_cores, &e1.server_host_cores, server_cores);
+    let client = usage(&e0.client_host_cores, &e1.client_host_cores, client_cores);
+    let method = if counted.remote {
+        format!("remote {method} via ssh")
+    } else {
+        method.to_string()
     };
     let mut noisy_reasons = cost::noisy("server", &server, server_cpu_ns, window_s);
     noisy_reasons.extend(cost::noisy("client", &client, client_cpu_ns, window_s));
@@ -178,8 +117,8 @@ fn ledger(
     CostLedger {
         window_s,
         server_cpu_ns,
-        server_cpu_method: method.to_string(),
-        server_cpu_ns_task_clock: e1.server_clock_ns,
+        server_cpu_method: method,
+        server_cpu_ns_task_clock: clock,
         server_cpu_ns_schedstat: sched,
         server_cpu_absent: absent,
         server_cpu_us_per_req: server_cpu_ns.map(per_req),
@@ -211,6 +150,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         ledger: None,
         external: job.external.is_some(),
         agents: Vec::new(),
+        server_host: None,
     };
     let service = w.kind.service();
     if let Some(ext) = job.external.filter(|e| !e.speaks(service)) {
@@ -270,6 +210,7 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         cores: crate::cores::format_core_list(job.server_cores),
         env: job.server_env.to_vec(),
         netns: job.clients.server_netns(),
+        ssh: job.clients.server_ssh().cloned(),
     };
     let fail = |cell: &mut Cell, reason: String, stderr_tail: String| {
         cell.status = CellStatus::Failed {
@@ -294,23 +235,30 @@ pub fn run(job: &CellJob<'_>) -> Cell {
             return cell;
         }
     };
-    let before = cost::snapshot(server.pid()).ok();
-    let kmem_before = cost::kernel_mem();
-    let (counter, syscalls_absent) = match SyscallCounter::open(server.pid()) {
-        Ok(c) => (Some(c), None),
-        Err(why) => (None, Some(why)),
+    let site = match server.ledger_link() {
+        Some(link) => remote_site(link, job.clients.server_ssh().map(|s| s.label.clone())),
+        None => Ok(local_site(&server)),
     };
-    let (clock, clock_absent) = match CpuClock::open(server.pid()) {
-        Ok(c) => (Some(c), None),
-        Err(why) => (None, Some(why)),
+    let Site {
+        meter,
+        before,
+        kmem_before,
+        syscalls_absent,
+        clock_absent,
+        cgroup_method,
+        host: server_host,
+    } = match site {
+        Ok(s) => s,
+        Err(e) => {
+            server.kill();
+            fail(&mut cell, format!("{e:#}"), server.stderr_tail());
+            cell.wall_s = t0.elapsed().as_secs_f64();
+            return cell;
+        }
     };
-    let cgroup = server.cgroup.as_ref().ok().map(|g| g.usage());
-    let cgroup_method = cgroup.as_ref().map(|g| g.method());
+    let remote = matches!(meter, Meter::Remote { .. });
     let window = ServerWindow {
-        pid: server.pid(),
-        cgroup,
-        counter,
-        clock,
+        meter,
         start: Mutex::new(None),
         end: Mutex::new(None),
     };
@@ -383,19 +331,47 @@ pub fn run(job: &CellJob<'_>) -> Cell {
         .unwrap_or_else(|p| p.into_inner())
         .take();
     let end = window.end.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Meter::Remote { marks, failure, .. } = &window.meter {
+        if let Some(why) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            fail(
+                &mut cell,
+                format!("the server host's ledger at a window edge: {why}"),
+                tail.clone(),
+            );
+        }
+        cell.server_host = server_host.map(|mut h| {
+            // The edges' marks are clock exchanges too: the shortest round trip wins.
+            for &(rtt, offset) in marks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                h.edge_round_trip_ns = h.edge_round_trip_ns.max(rtt);
+                if rtt / 2 < h.clock_uncertainty_ns {
+                    h.clock_uncertainty_ns = rtt / 2;
+                    h.clock_offset_ns = offset;
+                }
+            }
+            h
+        });
+    }
     if let (Some(e0), Some(e1)) = (start, end) {
         let generator_cpu_ns =
             ((report.client.user_s + report.client.system_s) * 1e9).round() as u64;
+        let counted = Counted {
+            cgroup_method: cgroup_method.as_deref(),
+            clock_absent: clock_absent.as_deref(),
+            remote,
+        };
         cell.ledger = Some(ledger(
             &e0.ledger,
             &e1.ledger,
-            cgroup_method,
+            &counted,
             generator_cpu_ns,
-            clock_absent.as_deref(),
             requests,
             job,
         ));
-        let (s0, s1, syscalls) = (e0.proc, e1.proc, e1.syscalls);
+        let (s0, s1) = (e0.proc, e1.proc);
+        let syscalls = e0
+            .syscalls
+            .zip(e1.syscalls)
+            .map(|(a, b)| b.saturating_sub(a));
         let (user, sys) = (s1.user_s - s0.user_s, s1.sys_s - s0.sys_s);
         let ctx = (
             s1.ctx_voluntary.saturating_sub(s0.ctx_voluntary),

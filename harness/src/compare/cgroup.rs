@@ -129,6 +129,61 @@ impl Drop for CpuCgroup {
     }
 }
 
+/// This process moved into a group of its own (`harness serve --ledger-stdin`, which
+/// measures itself on a server host): every task it creates from then on is counted. On
+/// drop it moves back to the group it came from, so its own group can be removed.
+pub struct OwnGroup {
+    // Declared first: dropped (removed) after `drop` moved the process out.
+    group: CpuCgroup,
+    /// `cgroup.procs` of the group this process came from.
+    home: OwnedFd,
+}
+
+impl OwnGroup {
+    /// Creates a group beside this process's own and moves this process (all its threads)
+    /// into it. Meant to run before the process starts any thread of its own.
+    pub fn enter() -> Result<OwnGroup, String> {
+        let (parent, _) = own_group().ok_or_else(|| {
+            "no cgroup v1 cpuacct or cgroup v2 hierarchy is mounted (see /proc/self/mountinfo)"
+                .to_string()
+        })?;
+        let home_path = parent.join("cgroup.procs");
+        let home = fs::OpenOptions::new()
+            .write(true)
+            .open(&home_path)
+            .map_err(|e| format!("opening {}: {e}", home_path.display()))?;
+        let group = CpuCgroup::create()?;
+        join_current(group.procs_fd()).map_err(|e| {
+            format!(
+                "moving this process into {}: {e} (cgroup v2 refuses it when the parent \
+                 distributes controllers; run as root, or delegate the subtree)",
+                group.dir.display()
+            )
+        })?;
+        Ok(OwnGroup {
+            group,
+            home: home.into(),
+        })
+    }
+
+    /// A reader of the group's usage.
+    pub fn usage(&self) -> Usage {
+        self.group.usage()
+    }
+}
+
+impl Drop for OwnGroup {
+    fn drop(&mut self) {
+        // Back home first: a group cannot be removed while this process is in it.
+        if let Err(e) = join_current(self.home.as_raw_fd()) {
+            eprintln!(
+                "harness: could not leave cgroup {}: {e}; the next run removes it",
+                self.group.dir.display()
+            );
+        }
+    }
+}
+
 /// Reads a group's CPU usage.
 #[derive(Debug, Clone)]
 pub struct Usage {

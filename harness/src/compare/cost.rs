@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 pub use crate::results::CoreUsage;
 
 /// Process-wide counters read from /proc at one instant.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ProcSnapshot {
     /// User CPU seconds (all threads, live and exited).
     pub user_s: f64,
@@ -96,7 +96,7 @@ fn status_kib(status: &str, key: &str) -> u64 {
 }
 
 /// System-wide kernel memory at one instant: what idle connections cost the kernel.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KernelMem {
     /// TCP socket buffer memory (/proc/net/sockstat "TCP: … mem N", pages), bytes. Idle
     /// sockets hold no buffers, so this stays near 0 for them.
@@ -180,6 +180,11 @@ impl SyscallCounter {
     pub fn stop(&self) -> io::Result<u64> {
         self.counters.stop()
     }
+
+    /// The sum since [`SyscallCounter::start`], the counters left running.
+    pub fn read(&self) -> io::Result<u64> {
+        self.counters.read()
+    }
 }
 
 /// On-CPU nanoseconds of a process tree, from perf's software `task-clock` counted on
@@ -219,6 +224,11 @@ impl CpuClock {
     /// Stops the clock and returns the nanoseconds run since [`CpuClock::start`].
     pub fn stop(&self) -> io::Result<u64> {
         self.counters.stop()
+    }
+
+    /// The nanoseconds run since [`CpuClock::start`], the clock left running.
+    pub fn read(&self) -> io::Result<u64> {
+        self.counters.read()
     }
 }
 
@@ -294,7 +304,6 @@ impl PerfCounters {
     }
 
     fn stop(&self) -> io::Result<u64> {
-        let mut total = 0u64;
         for fd in &self.fds {
             // SAFETY: the perf event fd is open (owned by self.fds); this ioctl takes an integer argument.
             unsafe {
@@ -304,6 +313,14 @@ impl PerfCounters {
                     0
                 ))
             }?;
+        }
+        self.read()
+    }
+
+    /// The sum of every counter as it stands (running or stopped).
+    fn read(&self) -> io::Result<u64> {
+        let mut total = 0u64;
+        for fd in &self.fds {
             let mut v = 0u64;
             // SAFETY: reads 8 bytes into a live u64; the default read_format is one u64
             // (the event's count plus that of its inherited children).
@@ -386,7 +403,7 @@ fn parse_schedstat_ns(s: &str) -> Option<u64> {
 }
 
 /// One CPU's line of /proc/stat, in clock ticks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CoreTicks {
     pub user: u64,
     pub nice: u64,

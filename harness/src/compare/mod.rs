@@ -13,9 +13,11 @@ pub mod cgroup;
 pub mod cost;
 pub mod external;
 mod manifest;
+pub mod remote;
 pub mod server;
 pub mod suite;
 pub mod summary;
+mod window;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -286,7 +288,16 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             (s, c)
         }
     };
-    check_split(&server_cores, &client_cores, &usable)?;
+    let ssh = args.clients.topology == crate::topology::Topology::Ssh;
+    if ssh {
+        // The server's cores are the server host's and the client cores the client
+        // hosts': which exist is for those hosts to say (a server pinned to a core its
+        // host lacks fails to start there). Only emptiness and overlap are checked here.
+        let both: Vec<usize> = server_cores.iter().chain(&client_cores).copied().collect();
+        check_split(&server_cores, &client_cores, &both)?;
+    } else {
+        check_split(&server_cores, &client_cores, &usable)?;
+    }
     for c in &cells {
         if let Some(n) = c.server_cores {
             anyhow::ensure!(
@@ -298,7 +309,7 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
         }
     }
     crate::rlimit::raise_nofile_to_hard();
-    args.clients.validate()?;
+    args.clients.validate_for_compare()?;
     if let (Some(e), crate::topology::Topology::Netns) = (externals.first(), args.clients.topology)
     {
         bail!(
@@ -308,6 +319,18 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
             e.name
         );
     }
+    if let (Some(e), true) = (externals.first(), ssh) {
+        bail!(
+            "external server {} cannot run under --topology ssh yet: externals are started \
+             on this host, not on --server-host; run it with --topology loopback (the default)",
+            e.name
+        );
+    }
+    anyhow::ensure!(
+        !(ssh && args.profile.is_some()),
+        "--profile records the server with perf on this host: it cannot follow a server on \
+         --server-host; run --profile with --topology loopback"
+    );
     // Created once for the whole run; dropping it (at any return from here on, an error
     // or a Ctrl-C included) removes the namespaces.
     let netns = match args.clients.topology {
@@ -319,16 +342,13 @@ pub fn run(args: CompareArgs) -> anyhow::Result<()> {
                 loss: args.clients.link_loss.clone(),
             },
         )?),
-        crate::topology::Topology::Loopback => None,
-        crate::topology::Topology::Ssh => bail!(
-            "harness compare --topology ssh is not available yet: it needs the server started \
-             and measured on a server host; use harness load --topology ssh --client-hosts … \
-             against a server you start there"
-        ),
+        crate::topology::Topology::Loopback | crate::topology::Topology::Ssh => None,
     };
+    let ssh_server = crate::topology::SshServer::of(&args.clients)?;
     let client_side = crate::topology::ClientSide {
         args: &args.clients,
         netns: netns.as_ref(),
+        ssh_server: ssh_server.as_ref(),
     };
     let profile_plan = match &args.profile {
         Some(dir) => Some(crate::profile::plan_for_compare(

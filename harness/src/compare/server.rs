@@ -4,7 +4,9 @@
 //! every wait here has a deadline, after which the child is killed and the cell is marked
 //! failed with the tail of its stderr. An external server (a user's command) is started
 //! the same way, pinned, in a process group of its own, and stopped with SIGTERM to the
-//! group.
+//! group. Under `--topology ssh` the child is the `ssh` that runs `harness serve
+//! --ledger-stdin` on the server host: the same pipes, READY line and stop, plus the
+//! ledger's marks ([`super::remote`]).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -41,13 +43,19 @@ pub struct ServerSpec {
     /// Network namespace to run in (`--topology netns`): the server then listens on every
     /// address of that namespace instead of 127.0.0.1.
     pub netns: Option<String>,
+    /// The server host (`--topology ssh`): the server runs there, started over ssh, listens
+    /// on every address and measures itself.
+    pub ssh: Option<crate::topology::SshServer>,
 }
 
 /// A running server child.
 pub struct ServerProcess {
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// Shared with the ledger's [`super::remote::Link`] under ssh.
+    stdin: Arc<Mutex<Option<ChildStdin>>>,
     lines: Receiver<String>,
+    /// The server's `LEDGER` lines (ssh), until [`ServerProcess::ledger_link`] takes them.
+    ledger: Option<Receiver<String>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     /// Disconnects when the stderr reader reached end of file.
     stderr_eof: Receiver<()>,
@@ -64,26 +72,43 @@ impl ServerProcess {
     /// Starts the server and waits up to `ready_timeout` for its `READY` line.
     pub fn start(spec: &ServerSpec, ready_timeout: Duration) -> anyhow::Result<ServerProcess> {
         // `ip netns exec` execs the server in place: the pid measured stays the server's.
-        let mut cmd = match &spec.netns {
-            Some(ns) => {
+        let mut cmd = match (&spec.netns, &spec.ssh) {
+            (_, Some(ssh)) => {
+                let (prog, rest) = ssh.ssh.split_first().context("empty ssh command line")?;
+                let mut c = Command::new(prog);
+                c.args(rest);
+                c
+            }
+            (Some(ns), None) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(&spec.exe);
                 c
             }
-            None => Command::new(&spec.exe),
+            (None, None) => Command::new(&spec.exe),
         };
-        let listen = if spec.netns.is_some() {
+        let listen = if spec.netns.is_some() || spec.ssh.is_some() {
             "0.0.0.0:0"
         } else {
             "127.0.0.1:0"
         };
-        let cgroup = CpuCgroup::create();
+        // Measured on its host, by itself: there is no local group to put it in.
+        let cgroup = match &spec.ssh {
+            Some(ssh) => Err(format!(
+                "the server runs on {} and is measured there",
+                ssh.label
+            )),
+            None => CpuCgroup::create(),
+        };
         let cgroup_fd = cgroup.as_ref().ok().map(CpuCgroup::procs_fd);
         // The whole server process on its cores: compare itself runs on the client cores,
-        // and a child would inherit that mask.
-        let set = crate::cores::cpu_set(
-            &crate::cores::parse_core_list(&spec.cores).context("the server's core list")?,
-        );
+        // and a child would inherit that mask. Not the ssh client of a remote server: its
+        // cores are the server host's, and ssh stays on the client cores.
+        let set = match &spec.ssh {
+            Some(_) => None,
+            None => Some(crate::cores::cpu_set(
+                &crate::cores::parse_core_list(&spec.cores).context("the server's core list")?,
+            )),
+        };
         // No server outlives its compare: should compare die (or leave at a second Ctrl-C),
         // the kernel kills the server instead of leaving it on its cores.
         // SAFETY: the closure runs in the forked child before exec and only calls prctl,
@@ -92,8 +117,10 @@ impl ServerProcess {
         unsafe {
             cmd.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1
-                    || libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
-                        == -1
+                    || set.is_some_and(|set| {
+                        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+                            == -1
+                    })
                 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -104,7 +131,7 @@ impl ServerProcess {
                 Ok(())
             });
         }
-        cmd.args([
+        let serve = [
             "serve",
             "--backend",
             &spec.backend,
@@ -114,11 +141,29 @@ impl ServerProcess {
             &spec.cores,
             "--listen",
             listen,
-        ])
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        ];
+        match &spec.ssh {
+            // One command line for the remote shell; the environment goes through env(1).
+            Some(ssh) => {
+                let mut words = Vec::new();
+                if !spec.env.is_empty() {
+                    words.push("env".to_string());
+                    for (k, v) in &spec.env {
+                        words.push(crate::topology::shell_word(&format!("{k}={v}")));
+                    }
+                }
+                words.push(ssh.remote_exe.to_string_lossy().into_owned());
+                words.extend(serve.iter().map(|w| crate::topology::shell_word(w)));
+                words.push("--ledger-stdin".into());
+                cmd.arg(words.join(" "));
+            }
+            None => {
+                cmd.args(serve).envs(spec.env.iter().map(|(k, v)| (k, v)));
+            }
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| {
             format!(
                 "starting {} serve{}",
@@ -129,15 +174,23 @@ impl ServerProcess {
                 ))
             )
         })?;
-        let stdin = child.stdin.take();
+        let stdin = Arc::new(Mutex::new(child.stdin.take()));
         let stdout = child.stdout.take().context("server stdout")?;
         let stderr_pipe = child.stderr.take().context("server stderr")?;
         let (tx, lines) = mpsc::channel();
+        let (ledger_tx, ledger) = mpsc::channel();
         std::thread::Builder::new()
             .name("server-stdout".into())
             .spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
+                    let sent = if line.starts_with(super::remote::LEDGER_PREFIX) {
+                        // Nobody listening (yet, or any more) is no reason to stop reading.
+                        let _ = ledger_tx.send(line);
+                        Ok(())
+                    } else {
+                        tx.send(line)
+                    };
+                    if sent.is_err() {
                         break;
                     }
                 }
@@ -149,6 +202,7 @@ impl ServerProcess {
             child,
             stdin,
             lines,
+            ledger: spec.ssh.is_some().then_some(ledger),
             stderr,
             stderr_eof,
             group: None,
@@ -161,10 +215,15 @@ impl ServerProcess {
             match proc.lines.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(addr) = line.strip_prefix("READY ") {
-                        proc.addr = addr
+                        let bound: SocketAddr = addr
                             .trim()
                             .parse()
                             .with_context(|| format!("server printed a bad READY line: {line}"))?;
+                        // It listens on every address there: the agents aim at the host's.
+                        proc.addr = match &spec.ssh {
+                            Some(ssh) => ssh.address(bound.port())?,
+                            None => bound,
+                        };
                         return Ok(proc);
                     }
                 }
@@ -183,7 +242,14 @@ impl ServerProcess {
         }
     }
 
-    /// The server's process id.
+    /// The ledger's link to a server that measures itself (`--topology ssh`); None for a
+    /// local server, or once taken.
+    pub fn ledger_link(&mut self) -> Option<super::remote::Link> {
+        let answers = self.ledger.take()?;
+        Some(super::remote::Link::new(Arc::clone(&self.stdin), answers))
+    }
+
+    /// The server's process id (under ssh, that of the local ssh client).
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -210,7 +276,7 @@ impl ServerProcess {
         if let Some(group) = self.group {
             return self.stop_group(group, timeout).map(|()| None);
         }
-        drop(self.stdin.take());
+        drop(self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take());
         let deadline = Instant::now() + timeout;
         let mut report = None;
         loop {
@@ -244,7 +310,7 @@ impl ServerProcess {
 
     /// Kills the server at once (SIGKILL; an external server's whole group) and reaps it.
     pub fn kill(&mut self) {
-        drop(self.stdin.take());
+        drop(self.stdin.lock().unwrap_or_else(|p| p.into_inner()).take());
         if let Some(group) = self.group {
             // SAFETY: kill has no memory-safety preconditions; the group is the one
             // setpgid made for this child, so no other process is signalled.
@@ -338,8 +404,9 @@ impl ServerProcess {
         let (_never, lines) = mpsc::channel();
         let mut proc = ServerProcess {
             child,
-            stdin: None,
+            stdin: Arc::new(Mutex::new(None)),
             lines,
+            ledger: None,
             stderr,
             stderr_eof,
             group: Some(group),

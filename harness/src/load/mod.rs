@@ -214,7 +214,7 @@ fn run_distributed_or_here(
     stop: &StopSignal,
 ) -> anyhow::Result<LoadReport> {
     let clients = &args.clients;
-    clients.validate()?;
+    clients.validate_for_load()?;
     let targets: Vec<&str> = args.target.split(',').map(str::trim).collect();
     if clients.in_process() {
         anyhow::ensure!(

@@ -271,6 +271,7 @@ pub fn drive_backend(perf: &Perf, job: &Job<'_>) -> anyhow::Result<Driven> {
         cores: crate::cores::format_core_list(&job.shape.server_cores),
         env: job.server_env.to_vec(),
         netns: None,
+        ssh: None,
     };
     let mut server = ServerProcess::start(&spec, Duration::from_secs(15))
         .with_context(|| format!("starting {}", job.backend))?;

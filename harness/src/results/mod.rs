@@ -189,7 +189,7 @@ pub struct Manifest {
 /// Where the server and the load generators of a run ran.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TopologyManifest {
-    /// `loopback` or `netns`.
+    /// `loopback`, `netns` or `ssh`.
     pub topology: crate::topology::Topology,
     /// Load agent processes per client (host or namespace); 1 under loopback means the
     /// load ran in the harness process.
@@ -204,6 +204,31 @@ pub struct TopologyManifest {
     /// the links were not shaped.
     #[serde(default)]
     pub link: Option<String>,
+    /// The server host (`--server-host`, ssh): each cell's `server_host` has its facts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_host: Option<String>,
+    /// The client hosts (`--client-hosts`, ssh).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_hosts: Vec<String>,
+}
+
+/// The host a server ran on when it was not this one (`compare --topology ssh`), as the
+/// server itself reported it, and how its clock relates to the coordinator's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct ServerHost {
+    /// `--server-host` as given.
+    pub label: String,
+    /// What the server process said about its host (its pid there included).
+    pub host: crate::topology::agent::HostFacts,
+    /// The server host's wall clock minus the coordinator's, ns (from the ledger marks'
+    /// round trips, the shortest one).
+    pub clock_offset_ns: i64,
+    /// Half that round trip: the offset's uncertainty, ns.
+    pub clock_uncertainty_ns: u64,
+    /// The longest round trip of a window edge's mark, ns: each edge was read up to about
+    /// half of it after the coordinator's edge (both edges alike, so the window's length
+    /// holds).
+    pub edge_round_trip_ns: u64,
 }
 
 /// How this machine's libc copies 16 KiB at an unlucky and a harmless distance, and the
@@ -259,6 +284,10 @@ pub struct Cell {
     /// Under several load agents: each one's part of `client`, whose counts sum to it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub agents: Vec<crate::topology::agent::AgentRecord>,
+    /// The server's host when it ran on another one (`--topology ssh`): its ledger was
+    /// read there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_host: Option<ServerHost>,
 }
 
 /// How a cell ended.

@@ -1,7 +1,9 @@
 //! Where the load comes from: this process (loopback, one client process, today's
-//! default), several local agent processes (`--client-procs`), or agents in client network
-//! namespaces (`--topology netns`). Every path beyond the first runs `harness agent`
-//! processes under one protocol ([`agent`]) and merges their reports exactly ([`merge`]).
+//! default), several local agent processes (`--client-procs`), agents in client network
+//! namespaces (`--topology netns`) or on other hosts over ssh (`--topology ssh`). Every
+//! path beyond the first runs `harness agent` processes under one protocol ([`agent`]) and
+//! merges their reports exactly ([`merge`]). Under ssh, `compare` also starts the server
+//! on `--server-host` over ssh ([`SshServer`]).
 
 pub mod agent;
 pub mod merge;
@@ -38,7 +40,8 @@ pub enum Topology {
     /// A server namespace and `--clients` client namespaces joined by veth pairs, created
     /// for the run and always removed.
     Netns,
-    /// Agents on other hosts (`--client-hosts`), started over ssh.
+    /// Agents on other hosts (`--client-hosts`), started over ssh; under `compare` the
+    /// server too, on `--server-host`, measured there.
     Ssh,
 }
 
@@ -58,7 +61,8 @@ impl Topology {
 pub struct ClientArgs {
     /// loopback (server and load on this kernel, the default), netns (a server namespace
     /// and --clients client namespaces joined by veth; needs root and `ip`; compare only) or
-    /// ssh (agents on --client-hosts, started over ssh; load only).
+    /// ssh (agents on --client-hosts started over ssh; compare also starts the server on
+    /// --server-host over ssh and measures it there).
     #[arg(long, value_enum, default_value = "loopback")]
     pub topology: Topology,
     /// Load agent processes per client (host or namespace): the client side is then bound
@@ -88,9 +92,15 @@ pub struct ClientArgs {
     /// always given first.
     #[arg(long, value_name = "KEY=VALUE")]
     pub ssh_opt: Vec<String>,
-    /// Path of the harness binary on the client hosts [default: this binary's path].
+    /// Path of the harness binary on the client and server hosts [default: this binary's
+    /// path].
     #[arg(long, value_name = "PATH")]
     pub remote_harness: Option<String>,
+    /// The server host under `compare --topology ssh` ([user@]host): the server is started
+    /// there over ssh, measured there (its --server-cores are that host's cores) and the
+    /// agents aim at this host's address.
+    #[arg(long, value_name = "[USER@]HOST")]
+    pub server_host: Option<String>,
 }
 
 impl Default for ClientArgs {
@@ -105,6 +115,7 @@ impl Default for ClientArgs {
             client_hosts: Vec::new(),
             ssh_opt: Vec::new(),
             remote_harness: None,
+            server_host: None,
         }
     }
 }
@@ -133,8 +144,10 @@ impl ClientArgs {
             anyhow::ensure!(
                 self.client_hosts.is_empty()
                     && self.ssh_opt.is_empty()
-                    && self.remote_harness.is_none(),
-                "--client-hosts, --ssh-opt and --remote-harness apply to --topology ssh"
+                    && self.remote_harness.is_none()
+                    && self.server_host.is_none(),
+                "--client-hosts, --server-host, --ssh-opt and --remote-harness apply to \
+                 --topology ssh"
             );
         }
         if self.topology != Topology::Netns {
@@ -146,6 +159,53 @@ impl ClientArgs {
             );
         }
         Ok(())
+    }
+
+    /// [`ClientArgs::validate`], and under `--topology ssh` the server host `compare`
+    /// needs.
+    pub fn validate_for_compare(&self) -> anyhow::Result<()> {
+        if self.topology == Topology::Ssh {
+            anyhow::ensure!(
+                self.server_host.as_deref().is_some_and(|h| !h.is_empty()),
+                "compare --topology ssh: name the host the server runs on with \
+                 --server-host [user@]HOST (and the load hosts with --client-hosts)"
+            );
+        }
+        self.validate()
+    }
+
+    /// [`ClientArgs::validate`] for `harness load`, which aims at a `--target` and starts
+    /// no server.
+    pub fn validate_for_load(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.server_host.is_none(),
+            "--server-host applies to compare --topology ssh; harness load aims at --target"
+        );
+        self.validate()
+    }
+
+    /// The `ssh` command line that runs a command on `host`: `ssh -o BatchMode=yes -o
+    /// ConnectTimeout=5 [-o OPT]… host`; the remote command's words follow.
+    pub fn ssh_argv(&self, host: &str) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec!["ssh".into()];
+        for o in ["BatchMode=yes", "ConnectTimeout=5"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(self.ssh_opt.iter().cloned())
+        {
+            argv.push("-o".into());
+            argv.push(o.into());
+        }
+        argv.push(host.into());
+        argv
+    }
+
+    /// The harness binary on the remote hosts.
+    pub fn remote_exe(&self) -> anyhow::Result<OsString> {
+        match &self.remote_harness {
+            Some(p) => Ok(p.into()),
+            None => agent_exe(),
+        }
     }
 
     /// True when the load runs in this process (loopback, one client process).
@@ -173,10 +233,7 @@ pub fn agent_exe() -> anyhow::Result<OsString> {
 
 /// Agents on the `--client-hosts`, `--client-procs` each, started with `ssh`.
 pub fn ssh_launches(cfg: &LoadConfig, args: &ClientArgs) -> anyhow::Result<Vec<AgentLaunch>> {
-    let remote: OsString = match &args.remote_harness {
-        Some(p) => p.into(),
-        None => agent_exe()?,
-    };
+    let remote = args.remote_exe()?;
     let procs = args.client_procs;
     let shares = merge::split(cfg, args.client_hosts.len() * procs)?;
     Ok(shares
@@ -184,16 +241,7 @@ pub fn ssh_launches(cfg: &LoadConfig, args: &ClientArgs) -> anyhow::Result<Vec<A
         .enumerate()
         .map(|(i, config)| {
             let host = &args.client_hosts[i / procs];
-            let mut argv: Vec<OsString> = vec!["ssh".into()];
-            for o in ["BatchMode=yes", "ConnectTimeout=5"]
-                .iter()
-                .map(|s| s.to_string())
-                .chain(args.ssh_opt.iter().cloned())
-            {
-                argv.push("-o".into());
-                argv.push(o.into());
-            }
-            argv.push(host.into());
+            let mut argv = args.ssh_argv(host);
             argv.push(remote.clone());
             argv.push("agent".into());
             AgentLaunch {
@@ -203,6 +251,63 @@ pub fn ssh_launches(cfg: &LoadConfig, args: &ClientArgs) -> anyhow::Result<Vec<A
             }
         })
         .collect())
+}
+
+/// How `compare --topology ssh` starts its server: the ssh command line up to the host,
+/// the harness on that host, and the host's address part for the agents.
+#[derive(Debug, Clone)]
+pub struct SshServer {
+    /// `ssh -o … [user@]host`.
+    pub ssh: Vec<OsString>,
+    /// The harness binary there (a shell word: `~` expands).
+    pub remote_exe: OsString,
+    /// `--server-host` as given, for labels.
+    pub label: String,
+    /// The host without `user@` (and without brackets around an IPv6 literal): the
+    /// server's address is this with the port of its READY line.
+    pub host: String,
+}
+
+impl SshServer {
+    /// The ssh launch of `--server-host`.
+    pub fn of(args: &ClientArgs) -> anyhow::Result<Option<SshServer>> {
+        let Some(h) = args.server_host.as_deref() else {
+            return Ok(None);
+        };
+        let host = h.rsplit_once('@').map_or(h, |(_, host)| host);
+        Ok(Some(SshServer {
+            ssh: args.ssh_argv(h),
+            remote_exe: args.remote_exe()?,
+            label: h.to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        }))
+    }
+
+    /// The server's address: the host resolved, with the port the server printed.
+    pub fn address(&self, port: u16) -> anyhow::Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        (self.host.as_str(), port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving --server-host {}", self.label))?
+            .next()
+            .with_context(|| format!("--server-host {} has no address", self.label))
+    }
+}
+
+/// A word for the remote shell ssh hands its command to: as is when it holds only
+/// characters no shell treats specially, else single-quoted.
+pub fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.,:=/@+-%".contains(c));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
 }
 
 /// `n` local agents on this kernel, each with its share of `cfg`.
@@ -256,6 +361,8 @@ pub struct ClientSide<'a> {
     pub args: &'a ClientArgs,
     /// The namespaces, under --topology netns.
     pub netns: Option<&'a netns::Netns>,
+    /// The server host, under --topology ssh.
+    pub ssh_server: Option<&'a SshServer>,
 }
 
 impl ClientSide<'_> {
@@ -269,6 +376,11 @@ impl ClientSide<'_> {
         self.args.agents()
     }
 
+    /// How the server is started on `--server-host` (compare --topology ssh).
+    pub fn server_ssh(&self) -> Option<&SshServer> {
+        self.ssh_server
+    }
+
     /// The namespace the server runs in, if any.
     pub fn server_netns(&self) -> Option<String> {
         self.netns.map(|n| n.server().to_string())
@@ -278,11 +390,8 @@ impl ClientSide<'_> {
     pub fn launches(&self, cfg: &LoadConfig, port: u16) -> anyhow::Result<Vec<AgentLaunch>> {
         match (self.netns, self.args.topology) {
             (Some(net), _) => netns_launches(cfg, net, self.args.client_procs, port),
-            (None, Topology::Ssh) => anyhow::bail!(
-                "harness compare --topology ssh is not available yet: it needs the server \
-                 started and measured on --server-host; use harness load --topology ssh \
-                 against a server you start there"
-            ),
+            // The target (the server host's address and the server's port) is in `cfg`.
+            (None, Topology::Ssh) => ssh_launches(cfg, self.args),
             (None, _) => local_launches(cfg, self.args.client_procs),
         }
     }
@@ -311,6 +420,82 @@ impl ClientSide<'_> {
                 .map(|n| n.clients().iter().map(|c| c.ns.clone()).collect())
                 .unwrap_or_default(),
             link,
+            server_host: a.server_host.clone(),
+            client_hosts: a.client_hosts.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ssh_args(server_host: Option<&str>) -> ClientArgs {
+        ClientArgs {
+            topology: Topology::Ssh,
+            client_hosts: vec!["a".into()],
+            ssh_opt: vec!["Port=2222".into()],
+            server_host: server_host.map(str::to_string),
+            ..ClientArgs::default()
+        }
+    }
+
+    #[test]
+    fn compare_over_ssh_needs_a_server_host_and_load_refuses_one() {
+        let e = ssh_args(None)
+            .validate_for_compare()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--server-host"), "{e}");
+        ssh_args(Some("u@srv")).validate_for_compare().unwrap();
+        let e = ssh_args(Some("srv"))
+            .validate_for_load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--server-host"), "{e}");
+        let loopback = ClientArgs {
+            server_host: Some("srv".into()),
+            ..ClientArgs::default()
+        };
+        let e = loopback.validate_for_compare().unwrap_err().to_string();
+        assert!(e.contains("--server-host"), "{e}");
+    }
+
+    #[test]
+    fn the_server_host_shares_the_agents_ssh_command_line() {
+        let mut args = ssh_args(Some("bench@[::1]"));
+        args.remote_harness = Some("~/bin/harness".into());
+        let s = SshServer::of(&args).unwrap().unwrap();
+        assert_eq!(s.host, "::1");
+        assert_eq!(s.label, "bench@[::1]");
+        assert_eq!(s.ssh, args.ssh_argv("bench@[::1]"));
+        let words: Vec<String> = s.ssh.iter().map(|w| w.to_string_lossy().into()).collect();
+        assert_eq!(
+            words,
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=5",
+                "-o",
+                "Port=2222",
+                "bench@[::1]"
+            ]
+        );
+        assert_eq!(s.remote_exe, "~/bin/harness");
+        assert_eq!(s.address(8080).unwrap(), "[::1]:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word("0.0.0.0:0"), "0.0.0.0:0");
+        assert_eq!(
+            shell_word("GLIBC_TUNABLES=glibc.cpu.x=1"),
+            "GLIBC_TUNABLES=glibc.cpu.x=1"
+        );
+        assert_eq!(shell_word("a b"), "'a b'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word(""), "''");
     }
 }

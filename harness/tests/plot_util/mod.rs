@@ -205,6 +205,7 @@ impl Builder {
                 ledger: None,
                 external: false,
                 agents: Vec::new(),
+                server_host: None,
             });
             return;
         }
@@ -332,6 +333,7 @@ impl Builder {
             ledger: None,
             external: false,
             agents: Vec::new(),
+            server_host: None,
         });
     }
 }

@@ -4,6 +4,8 @@
 //! connection counts would not fit client and server in one process's file limit.
 #![allow(dead_code)]
 
+pub mod run;
+
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
