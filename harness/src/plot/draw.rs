@@ -598,12 +598,35 @@ fn draw_legend<DB: DrawingBackend>(
     s: f64,
 ) -> DrawResult<DB> {
     let px = |v: f64| (v * s).round() as i32;
-    let (w, _) = area.dim_in_pixel();
+    let (w, h) = area.dim_in_pixel();
     let row = px(24.0);
     let text_x = px(50.0);
     let mut y = px(18.0);
     let has_lines = fig.panels.iter().any(|p| !p.lines.is_empty());
-    for name in &fig.backends {
+    // A composed name (uring+single+defer+…) breaks before a `+` to stay in the legend,
+    // each further line a text line lower; unless the names would then take more than
+    // 60% of the legend's height (the keys and notes below need the rest), when each
+    // stays on one line, clipped at the edge (a ladder chart's notes name every step).
+    let name_font = font(15.0, s, INK);
+    let width = f64::from(w) - f64::from(text_x) - 8.0 * s;
+    let mut labels: Vec<Vec<String>> = fig
+        .backends
+        .iter()
+        .map(|name| {
+            let label = crate::analysis::label(name, fig.externals.contains(name));
+            wrap(area, &label.replace('+', " +"), width, &name_font)
+                .into_iter()
+                .map(|l| l.replace(" +", "+"))
+                .collect()
+        })
+        .collect();
+    let extra: usize = labels.iter().map(|l| l.len().saturating_sub(1)).sum();
+    if f64::from(row * labels.len() as i32 + px(18.0) * extra as i32) > 0.6 * f64::from(h) {
+        for (l, name) in labels.iter_mut().zip(&fig.backends) {
+            *l = vec![crate::analysis::label(name, fig.externals.contains(name))];
+        }
+    }
+    for (name, lines) in fig.backends.iter().zip(&labels) {
         let st = backend_style(name);
         let cy = y + row / 2;
         if has_lines {
@@ -620,15 +643,9 @@ fn draw_legend<DB: DrawingBackend>(
                 st.color.filled(),
             ))?;
         }
-        // A composed name (uring+single+defer+…) breaks before a `+` to stay in the
-        // legend; each further line drops by a text line.
-        let name_font = font(15.0, s, INK);
-        let label = crate::analysis::label(name, fig.externals.contains(name));
-        let width = f64::from(w) - f64::from(text_x) - 8.0 * s;
-        let lines = wrap(area, &label.replace('+', " +"), width, &name_font);
         for (i, line) in lines.iter().enumerate() {
             area.draw(&Text::new(
-                line.replace(" +", "+"),
+                line.clone(),
                 (text_x, cy - px(8.0) + i as i32 * px(18.0)),
                 name_font.clone(),
             ))?;
@@ -706,13 +723,39 @@ fn draw_legend<DB: DrawingBackend>(
     }
     if !fig.notes.is_empty() {
         y += px(6.0);
-        let note_font = font(12.0, s, MUTED);
-        for note in &fig.notes {
-            for l in wrap(area, note, f64::from(w) - 16.0 * s, &note_font) {
+        // The largest size at which every note fits the space left (a ladder of a dozen
+        // steps, each with two intervals, needs the smaller ones); at the smallest, what
+        // does not fit is left out rather than drawn over the edge.
+        let room = f64::from(h) - f64::from(y);
+        let layout = |size: f64| {
+            let f = font(size, s, MUTED);
+            let lines: Vec<Vec<String>> = fig
+                .notes
+                .iter()
+                .map(|n| wrap(area, n, f64::from(w) - 16.0 * s, &f))
+                .collect();
+            let need: f64 = lines
+                .iter()
+                .map(|l| (l.len() as f64 * 1.25 + 0.42) * size * s)
+                .sum();
+            (f, lines, need)
+        };
+        let (note_font, lines, size) = [12.0, 10.5, 9.0, 8.0]
+            .into_iter()
+            .map(|size| (layout(size), size))
+            .find(|((_, _, need), size)| *need <= room || *size == 8.0)
+            .map(|((f, l, _), size)| (f, l, size))
+            .expect("the last size is always taken");
+        let (line_h, gap) = (px(size * 1.25), px(size * 0.42));
+        'notes: for note in lines {
+            for l in note {
+                if y + line_h > h as i32 {
+                    break 'notes;
+                }
                 area.draw(&Text::new(l, (px(8.0), y), note_font.clone()))?;
-                y += px(15.0);
+                y += line_h;
             }
-            y += px(5.0);
+            y += gap;
         }
     }
     Ok(())
