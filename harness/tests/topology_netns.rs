@@ -149,14 +149,11 @@ fn quick_suite_over_two_client_namespaces_merges_to_the_sum_of_its_agents() {
     assert_nothing_left(pid, &t, dir.path());
 }
 
-#[test]
-fn sigint_mid_run_leaves_nothing_behind() {
-    let _serial = require_root();
-    let dir = tempfile::tempdir().unwrap();
-    let t = tag("sigint");
-    let mut child = compare(
-        dir.path(),
-        &t,
+/// A 5 s echo run over the namespaces, returned once its agents are up (bounded).
+fn start_long_run(out: &Path, t: &str) -> std::process::Child {
+    let child = compare(
+        out,
+        t,
         &[
             "--workloads",
             "echo",
@@ -170,10 +167,19 @@ fn sigint_mid_run_leaves_nothing_behind() {
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    let pid = child.id();
     eventually("the run's agents are up", Duration::from_secs(30), || {
-        tagged_processes(&t).len() >= 3
+        tagged_processes(t).len() >= 3
     });
+    child
+}
+
+#[test]
+fn sigint_mid_run_leaves_nothing_behind() {
+    let _serial = require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let t = tag("sigint");
+    let mut child = start_long_run(dir.path(), &t);
+    let pid = child.id();
     assert!(!namespaces_of(pid).is_empty());
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
@@ -187,26 +193,8 @@ fn after_sigkill_the_next_run_removes_what_the_killed_one_left() {
     let _serial = require_root();
     let dir = tempfile::tempdir().unwrap();
     let t = tag("sigkill");
-    let mut child = compare(
-        dir.path(),
-        &t,
-        &[
-            "--workloads",
-            "echo",
-            "--duration",
-            "5s",
-            "--warmup",
-            "100ms",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let mut child = start_long_run(dir.path(), &t);
     let pid = child.id();
-    eventually("the run's agents are up", Duration::from_secs(30), || {
-        tagged_processes(&t).len() >= 3
-    });
     child.kill().unwrap();
     child.wait().unwrap();
     // Its children die with it (PDEATHSIG); its namespaces cannot.
