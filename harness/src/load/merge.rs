@@ -136,16 +136,10 @@ pub(super) fn merge(
         write: sys.write,
         connection: sys.connection,
     };
-    let schedule = cfg.workload.rate.map(|target| {
-        let l = lag.summary();
-        ScheduleCheck {
-            target_rate: target,
-            achieved_rate: rps,
-            achieved_ratio: rps / target,
-            lag_p99_ns: l.p99_ns,
-            lag: l,
-        }
-    });
+    let schedule = cfg
+        .workload
+        .rate
+        .map(|target| ScheduleCheck::of(target, rps, lag.summary()));
     let errors_total = errors.values().sum();
     let client_bound = thread_reports
         .iter()

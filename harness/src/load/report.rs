@@ -175,6 +175,20 @@ pub struct ScheduleCheck {
     pub lag: LatencySummary,
 }
 
+impl ScheduleCheck {
+    /// The check of a run offered `target` requests/s that completed `achieved` a second,
+    /// its sends `lag` behind their intended times.
+    pub fn of(target: f64, achieved: f64, lag: LatencySummary) -> ScheduleCheck {
+        ScheduleCheck {
+            target_rate: target,
+            achieved_rate: achieved,
+            achieved_ratio: achieved / target,
+            lag_p99_ns: lag.p99_ns,
+            lag,
+        }
+    }
+}
+
 /// Connections asked for versus established.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionCounts {

@@ -196,16 +196,10 @@ pub fn merge_reports(cfg: &LoadConfig, parts: &[LoadReport]) -> anyhow::Result<L
         .is_some()
         .then(|| uncorrected.summary());
     m.connect_latency = connect.summary();
-    m.schedule = cfg.workload.rate.map(|target| {
-        let l = lag.summary();
-        ScheduleCheck {
-            target_rate: target,
-            achieved_rate: rps,
-            achieved_ratio: rps / target,
-            lag_p99_ns: l.p99_ns,
-            lag: l,
-        }
-    });
+    m.schedule = cfg
+        .workload
+        .rate
+        .map(|target| ScheduleCheck::of(target, rps, lag.summary()));
     if let Some(s) = &m.schedule {
         if s.achieved_ratio < 0.99 && !m.interrupted {
             flags.push(Flag {
