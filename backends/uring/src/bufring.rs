@@ -85,17 +85,106 @@ pub(crate) fn page_size() -> usize {
     }
 }
 
+/// The descriptor ring of one buffer group (`IORING_REGISTER_PBUF_RING`): `entries`
+/// `io_uring_buf`s in a page-aligned mapping the kernel reads once registered. Both the
+/// receive ring ([`BufRing`]) and the send rings (`sendring.rs`) are one of these plus
+/// what they point at; only this type writes descriptors or the tail.
+pub(crate) struct DescRing {
+    ring: Mapping,
+    entries: u16,
+    bgid: u16,
+    registered: bool,
+}
+
+impl DescRing {
+    /// Maps a ring of `entries` descriptors (a power of two) for buffer group `bgid`.
+    pub(crate) fn new(entries: u16, bgid: u16) -> io::Result<DescRing> {
+        let page = page_size();
+        let len = (entries as usize * std::mem::size_of::<RawBuf>()).div_ceil(page) * page;
+        Ok(DescRing {
+            ring: Mapping::new(len)?,
+            entries,
+            bgid,
+            registered: false,
+        })
+    }
+
+    /// Registers the ring with `submitter`'s io_uring as buffer group `bgid`, with the
+    /// kernel's ring `flags` (`IOU_PBUF_RING_INC` or 0).
+    pub(crate) fn register(&mut self, submitter: &Submitter<'_>, flags: u16) -> io::Result<()> {
+        // SAFETY: the mapping is page aligned, holds `entries` descriptors and stays mapped
+        // until after `unregister` (or, on an abandoned shard, forever: the owner leaks it
+        // rather than unmapping memory the kernel may still read).
+        unsafe {
+            submitter.register_buf_ring_with_flags(
+                self.ring.ptr.as_ptr() as u64,
+                self.entries,
+                self.bgid,
+                flags,
+            )
+        }?;
+        self.registered = true;
+        Ok(())
+    }
+
+    /// Unregisters the ring, if it was. The caller guarantees no operation that selects
+    /// from it is in flight.
+    pub(crate) fn unregister(&mut self, submitter: &Submitter<'_>) -> io::Result<()> {
+        if self.registered {
+            submitter.unregister_buf_ring(self.bgid)?;
+            self.registered = false;
+        }
+        Ok(())
+    }
+
+    /// The buffer group id operations name.
+    pub(crate) fn bgid(&self) -> u16 {
+        self.bgid
+    }
+
+    /// Writes the descriptor at ring position `tail` (taken modulo the ring size).
+    ///
+    /// # Safety
+    ///
+    /// The position must be at or past the published tail (the kernel does not read it),
+    /// and `addr..addr + len` must stay valid memory the kernel may read or write until a
+    /// completion hands buffer `bid` back.
+    pub(crate) unsafe fn write(&mut self, tail: u16, addr: u64, len: u32, bid: u16) {
+        let idx = (tail & (self.entries - 1)) as usize;
+        // SAFETY: `idx < entries`, inside the mapping; only addr/len/bid are written: entry
+        // 0's `resv` is the tail, written only by `publish`. The caller keeps the kernel
+        // from reading the slot (above).
+        unsafe {
+            let desc = self.ring.ptr.as_ptr().cast::<RawBuf>().add(idx);
+            ptr::addr_of_mut!((*desc).addr).write(addr);
+            ptr::addr_of_mut!((*desc).len).write(len);
+            ptr::addr_of_mut!((*desc).bid).write(bid);
+        }
+    }
+
+    /// Makes every descriptor written before `tail` visible to the kernel.
+    pub(crate) fn publish(&mut self, tail: u16) {
+        // SAFETY: entry 0's `resv` is the ring tail, a u16 aligned to 2 inside the mapping;
+        // the kernel only reads it (with acquire semantics) so an atomic release store is
+        // the required publication of the descriptors written before it.
+        let t = unsafe {
+            AtomicU16::from_ptr(ptr::addr_of_mut!(
+                (*self.ring.ptr.as_ptr().cast::<RawBuf>()).resv
+            ))
+        };
+        t.store(tail, Ordering::Release);
+    }
+}
+
 /// A registered (or about to be registered) provided buffer ring.
 pub(crate) struct BufRing {
-    ring: Mapping,
+    ring: DescRing,
     bufs: Mapping,
     entries: u16,
     buf_size: u32,
     /// Our copy of the tail; the kernel sees it after [`BufRing::publish`].
     tail: u16,
     published: u16,
-    bgid: u16,
-    registered: bool,
     /// `IOU_PBUF_RING_INC`: buffers are consumed piece by piece.
     incremental: bool,
     /// The buffer written at each tail value (65,536 entries).
@@ -131,18 +220,14 @@ impl BufRing {
                 ),
             ));
         }
-        let page = page_size();
-        let ring_len = (entries as usize * std::mem::size_of::<RawBuf>()).div_ceil(page) * page;
         let bufs_len = entries as usize * buf_size as usize;
         let mut ring = BufRing {
-            ring: Mapping::new(ring_len)?,
+            ring: DescRing::new(entries, bgid)?,
             bufs: Mapping::new(bufs_len)?,
             entries,
             buf_size,
             tail: 0,
             published: 0,
-            bgid,
-            registered: false,
             incremental,
             seq: vec![0; 1 << 16],
             pos: vec![0; entries as usize],
@@ -156,40 +241,25 @@ impl BufRing {
         Ok(ring)
     }
 
-    /// Registers the ring with `submitter`'s io_uring as buffer group `bgid`.
+    /// Registers the ring with `submitter`'s io_uring.
     pub(crate) fn register(&mut self, submitter: &Submitter<'_>) -> io::Result<()> {
-        // SAFETY: the ring mapping is page aligned, holds `entries` descriptors and stays
-        // mapped until after `unregister` (or, on an abandoned shard, forever: the owner
-        // leaks it rather than unmapping memory the kernel may still read).
-        unsafe {
-            submitter.register_buf_ring_with_flags(
-                self.ring.ptr.as_ptr() as u64,
-                self.entries,
-                self.bgid,
-                if self.incremental {
-                    IOU_PBUF_RING_INC
-                } else {
-                    0
-                },
-            )
-        }?;
-        self.registered = true;
-        Ok(())
+        let flags = if self.incremental {
+            IOU_PBUF_RING_INC
+        } else {
+            0
+        };
+        self.ring.register(submitter, flags)
     }
 
     /// Unregisters the ring. The caller guarantees no receive that selects from it is in
     /// flight, so the kernel holds no buffer.
     pub(crate) fn unregister(&mut self, submitter: &Submitter<'_>) -> io::Result<()> {
-        if self.registered {
-            submitter.unregister_buf_ring(self.bgid)?;
-            self.registered = false;
-        }
-        Ok(())
+        self.ring.unregister(submitter)
     }
 
     /// The buffer group id receives name.
     pub(crate) fn bgid(&self) -> u16 {
-        self.bgid
+        self.ring.bgid()
     }
 
     /// `len` bytes at `offset` in buffer `bid`, which a completion just handed back (see
@@ -273,18 +343,11 @@ impl BufRing {
         }
         // Handed back: until it is written at the tail below, it is ours.
         self.lent[bid as usize] = false;
-        let mask = self.entries - 1;
-        let idx = (self.tail & mask) as usize;
         let addr = self.bufs.ptr.as_ptr() as u64 + bid as u64 * self.buf_size as u64;
-        // SAFETY: `idx < entries`, so the descriptor is inside the ring mapping. Slots at or
-        // past the published tail are not read by the kernel, and only addr/len/bid are
-        // written: entry 0's `resv` is the tail, written only by `publish`.
-        unsafe {
-            let desc = self.ring.ptr.as_ptr().cast::<RawBuf>().add(idx);
-            ptr::addr_of_mut!((*desc).addr).write(addr);
-            ptr::addr_of_mut!((*desc).len).write(self.buf_size);
-            ptr::addr_of_mut!((*desc).bid).write(bid);
-        }
+        // SAFETY: the tail is past the published one (publish catches up to it only
+        // below), and buffer `bid` lies inside `bufs`, mapped until the kernel no longer
+        // uses the ring (see the module docs).
+        unsafe { self.ring.write(self.tail, addr, self.buf_size, bid) };
         self.seq[self.tail as usize] = bid;
         self.pos[bid as usize] = self.tail;
         self.lent[bid as usize] = true;
@@ -296,15 +359,7 @@ impl BufRing {
         if self.published == self.tail {
             return;
         }
-        // SAFETY: entry 0's `resv` is the ring tail, a u16 aligned to 2 inside the mapping;
-        // the kernel only reads it (with acquire semantics) so an atomic release store is
-        // the required publication of the descriptors written before it.
-        let tail = unsafe {
-            AtomicU16::from_ptr(ptr::addr_of_mut!(
-                (*self.ring.ptr.as_ptr().cast::<RawBuf>()).resv
-            ))
-        };
-        tail.store(self.tail, Ordering::Release);
+        self.ring.publish(self.tail);
         self.published = self.tail;
     }
 }

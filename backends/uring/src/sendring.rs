@@ -19,66 +19,41 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::ptr;
-use std::sync::atomic::{AtomicU16, Ordering};
 
 use backend_api::OutBuf;
 use io_uring::Submitter;
 
-use crate::bufring::{page_size, Mapping, RawBuf};
+use crate::bufring::DescRing;
 
 /// Entries of one connection's send ring: output chunks queued at once.
 pub(crate) const SEND_RING_ENTRIES: u16 = 16;
 
 /// One registered send ring (its descriptors; the data lives in the connection's chunks).
 pub(crate) struct SendRing {
-    ring: Mapping,
-    bgid: u16,
+    ring: DescRing,
     /// Our tail: one past the last entry written and published.
     tail: u16,
-    registered: bool,
 }
 
 impl SendRing {
     fn new(bgid: u16) -> io::Result<SendRing> {
-        let page = page_size();
-        let len =
-            (SEND_RING_ENTRIES as usize * std::mem::size_of::<RawBuf>()).div_ceil(page) * page;
         Ok(SendRing {
-            ring: Mapping::new(len)?,
-            bgid,
+            ring: DescRing::new(SEND_RING_ENTRIES, bgid)?,
             tail: 0,
-            registered: false,
         })
     }
 
     fn register(&mut self, submitter: &Submitter<'_>) -> io::Result<()> {
-        // SAFETY: the mapping is page aligned, holds SEND_RING_ENTRIES descriptors and stays
-        // mapped until after `unregister` (or, on an abandoned shard, forever: the owner
-        // leaks it).
-        unsafe {
-            submitter.register_buf_ring_with_flags(
-                self.ring.ptr.as_ptr() as u64,
-                SEND_RING_ENTRIES,
-                self.bgid,
-                0,
-            )
-        }?;
-        self.registered = true;
-        Ok(())
+        self.ring.register(submitter, 0)
     }
 
     fn unregister(&mut self, submitter: &Submitter<'_>) -> io::Result<()> {
-        if self.registered {
-            submitter.unregister_buf_ring(self.bgid)?;
-            self.registered = false;
-        }
-        Ok(())
+        self.ring.unregister(submitter)
     }
 
     /// The buffer group id a bundle send names.
     pub(crate) fn bgid(&self) -> u16 {
-        self.bgid
+        self.ring.bgid()
     }
 
     /// Writes `data` at the tail and publishes it.
@@ -88,25 +63,19 @@ impl SendRing {
     /// `data` must stay valid and unmodified until a completion accounts for it; the
     /// caller keeps fewer than [`SEND_RING_ENTRIES`] entries unaccounted.
     unsafe fn push(&mut self, data: &[u8]) {
-        let idx = (self.tail & (SEND_RING_ENTRIES - 1)) as usize;
-        // SAFETY: `idx < SEND_RING_ENTRIES`, inside the mapping. The entry is past the
-        // published tail (the caller keeps the ring from being full), so the kernel does
-        // not read it; entry 0's `resv` (the tail) is written only below, atomically.
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        // SAFETY: the entry is past the published tail (published only below), the ring is
+        // not full (the caller's promise), and `data` outlives the send (the caller's).
         unsafe {
-            let desc = self.ring.ptr.as_ptr().cast::<RawBuf>().add(idx);
-            ptr::addr_of_mut!((*desc).addr).write(data.as_ptr() as u64);
-            ptr::addr_of_mut!((*desc).len).write(u32::try_from(data.len()).unwrap_or(u32::MAX));
-            ptr::addr_of_mut!((*desc).bid).write(self.tail & (SEND_RING_ENTRIES - 1));
-        }
-        self.tail = self.tail.wrapping_add(1);
-        // SAFETY: entry 0's `resv` is the ring tail, a u16 aligned to 2 inside the mapping;
-        // the kernel only reads it, so a release store publishes the descriptor above.
-        let tail = unsafe {
-            AtomicU16::from_ptr(ptr::addr_of_mut!(
-                (*self.ring.ptr.as_ptr().cast::<RawBuf>()).resv
-            ))
+            self.ring.write(
+                self.tail,
+                data.as_ptr() as u64,
+                len,
+                self.tail & (SEND_RING_ENTRIES - 1),
+            )
         };
-        tail.store(self.tail, Ordering::Release);
+        self.tail = self.tail.wrapping_add(1);
+        self.ring.publish(self.tail);
     }
 }
 
@@ -295,7 +264,7 @@ impl SendRings {
         // The kernel no longer reads the chunks (no send is in flight); drop them only after
         // the ring that points at them is gone.
         ring.unregister(submitter)?;
-        self.free_bgids.push(ring.bgid);
+        self.free_bgids.push(ring.bgid());
         drop(ring);
         drop(chunks);
         Ok(())
@@ -320,7 +289,7 @@ impl SendRings {
         // Nothing reads the old ring any more (no send is in flight), and its entries point
         // into chunks that outlive it.
         old_ring.unregister(submitter)?;
-        self.free_bgids.push(old_ring.bgid);
+        self.free_bgids.push(old_ring.bgid());
         Ok(())
     }
 
