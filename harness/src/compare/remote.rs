@@ -19,7 +19,9 @@ use std::process::ChildStdin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::topology::{clock_offset_ns, unix_ns};
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -146,11 +148,6 @@ fn read_counter<C>(
     }
 }
 
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-}
-
 /// The serve side: answers `mark N` lines of `input` on stdout until `stop`, end of input
 /// or a read error, then returns (the caller stops the server). Other lines are ignored.
 pub fn answer_marks(input: impl BufRead, meter: &Mutex<Option<SelfMeter>>) {
@@ -199,8 +196,11 @@ pub struct Marked {
 impl Marked {
     /// The server host's clock minus the coordinator's, ns.
     pub fn clock_offset_ns(&self) -> i64 {
-        let mid = (self.sent_unix_ns as i128 + self.received_unix_ns as i128) / 2;
-        (self.reading.unix_ns as i128 - mid) as i64
+        clock_offset_ns(
+            self.sent_unix_ns,
+            self.reading.unix_ns,
+            self.received_unix_ns,
+        )
     }
 
     /// The round trip, ns.

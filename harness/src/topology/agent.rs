@@ -30,6 +30,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::merge::merge_reports;
+use super::{clock_offset_ns, unix_ns};
 use crate::load::{Flag, LoadConfig, LoadReport, WindowObserver};
 
 /// Hello exchanges per agent: the offset is taken from the shortest round trip.
@@ -175,11 +176,6 @@ pub struct AgentRecord {
     pub errors_total: u64,
     /// Its client threads were the bottleneck.
     pub client_bound: bool,
-}
-
-fn unix_ns(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Spawns a thread sending every line of `input` to the returned channel; the channel
@@ -513,11 +509,10 @@ pub fn run_agents(
             let t3 = unix_ns(SystemTime::now());
             match answer {
                 Ok(FromAgent::Hello { unix_ns: t2, host }) => {
-                    let mid = (t1 as i128 + t3 as i128) / 2;
                     let half = t3.saturating_sub(t1) / 2;
                     let better = best.as_ref().is_none_or(|b| half < b.2);
                     if round > 0 && better || best.is_none() {
-                        best = Some((host, (t2 as i128 - mid) as i64, half));
+                        best = Some((host, clock_offset_ns(t1, t2, t3), half));
                     }
                 }
                 Ok(other) => return Err(p.fail(anyhow::anyhow!("expected hello, got {other:?}"))),

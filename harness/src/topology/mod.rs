@@ -19,6 +19,20 @@ use serde::{Deserialize, Serialize};
 use crate::load::LoadConfig;
 use agent::AgentLaunch;
 
+/// Wall-clock nanoseconds since the epoch (0 before it): the unit clocks are exchanged in.
+pub(crate) fn unix_ns(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Another host's clock minus ours, from its reading `remote_ns` taken while we waited
+/// between `sent_ns` and `received_ns`: taken at the round trip's middle, so it is off by
+/// at most half the round trip.
+pub(crate) fn clock_offset_ns(sent_ns: u64, remote_ns: u64, received_ns: u64) -> i64 {
+    let mid = (sent_ns as i128 + received_ns as i128) / 2;
+    (remote_ns as i128 - mid) as i64
+}
+
 /// Where the server and the load generators run.
 #[derive(
     Debug,
